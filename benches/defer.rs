@@ -1,0 +1,2 @@
+//! Placeholder replaced by the performance benchmarks.
+fn main() {}

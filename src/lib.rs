@@ -1,0 +1,94 @@
+//! Go-style `defer` for Rust, scoped properly: zero-cost block guards, a dynamic LIFO stack of
+//! cleanups that stores small closures inline, and loops whose every iteration gets its own
+//! stack.
+//!
+//! ```
+//! use std::cell::RefCell;
+//! use scoped_defer::{defer, for_each_scoped, scope};
+//!
+//! let log = RefCell::new(Vec::new());
+//! let log = &log;
+//!
+//! // A block guard: runs at the end of the block, on every exit.
+//! {
+//!     defer! { log.borrow_mut().push("block guard".to_string()); }
+//! }
+//!
+//! // A Go-style function scope: closures registered at run time run last-in, first-out.
+//! scope(|s| {
+//!     for i in 1..=3 {
+//!         s.defer(move || log.borrow_mut().push(format!("scope {i}")));
+//!     }
+//! });
+//!
+//! // Go's defer-in-a-loop, done right: each iteration's cleanups run before the next one.
+//! for_each_scoped(["a.txt", "b.txt"], |s, name| {
+//!     log.borrow_mut().push(format!("open {name}"));
+//!     s.defer(move || log.borrow_mut().push(format!("close {name}")));
+//! });
+//!
+//! assert_eq!(*log.borrow(), [
+//!     "block guard",
+//!     "scope 3", "scope 2", "scope 1",
+//!     "open a.txt", "close a.txt", "open b.txt", "close b.txt",
+//! ]);
+//! ```
+//!
+//! # What is here
+//!
+//! - [`defer!`], [`defer_on_success!`], [`defer_on_unwind!`]: guards for the enclosing block,
+//!   compiled to the same code as calling the closure by hand at every exit.
+//! - [`Scope`]: a stack of deferred closures registered at run time, like Go's per-function
+//!   defer chain or Python's `contextlib.ExitStack`. It can be run early
+//!   ([`run_now`](Scope::run_now)), dismissed ([`dismiss`](Scope::dismiss)) or handed to the
+//!   caller ([`take`](Scope::take)). Closures of up to three machine words are stored inline:
+//!   no heap allocation per closure, and none at all for up to `N` (default 8) pending ones.
+//! - [`scope`], [`for_each_scoped`], [`try_for_each_scoped`] and [`IteratorExt`]: a function
+//!   scope, and loops whose iterations each get their own scope, reusing its storage.
+//!
+//! # Guarantees
+//!
+//! - Closures of a scope run in strict reverse order of registration.
+//! - Each closure runs at most once; its captures are dropped exactly once, whether it ran,
+//!   panicked or was dismissed.
+//! - A panicking closure does not stop the others; the first panic then resumes with its
+//!   original payload. When a scope is dropped during an unwind, its closures' panics are
+//!   caught so that the original unwind continues instead of aborting (`std` feature).
+//!
+//! # Crate features
+//!
+//! - `std` (default): catching of panics raised by cleanups during an unwind, and the
+//!   outcome-aware [`defer_on_success!`] and [`defer_on_unwind!`]. Without it the crate is
+//!   `#![no_std]` and needs only `alloc`; a cleanup that panics while the thread is already
+//!   unwinding then aborts the process, as any panicking destructor does.
+//!
+//! # Minimum supported Rust version
+//!
+//! Rust 1.85 (edition 2024). Raising it is a minor version bump.
+//!
+//! # Unsafe code
+//!
+//! This crate uses `unsafe` to store closures of different types in one inline array. All of
+//! it lives in one private module, every block states why it is sound, and the test suite
+//! runs under Miri.
+
+#![no_std]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
+
+mod arena;
+mod guard;
+mod loops;
+mod scope;
+
+#[doc(hidden)]
+pub use guard::__private;
+pub use loops::{IteratorExt, for_each_scoped, try_for_each_scoped};
+pub use scope::{Scope, scope};
+
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -1,0 +1,128 @@
+//! Shared helpers: an event log that records when deferred closures run and when their
+//! captures are dropped.
+#![allow(dead_code, unreachable_pub)]
+
+use std::cell::RefCell;
+use std::panic::{self, AssertUnwindSafe};
+use std::rc::Rc;
+
+/// What happened to the token with a given id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    Ran(u32),
+    Dropped(u32),
+}
+
+/// A shared, ordered record of [`Event`]s.
+#[derive(Clone, Default)]
+pub struct Events(Rc<RefCell<Vec<Event>>>);
+
+impl Events {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A capture that records `Dropped(id)` when it is dropped.
+    pub fn token(&self, id: u32) -> Token {
+        Token {
+            id,
+            events: self.clone(),
+        }
+    }
+
+    pub fn push(&self, event: Event) {
+        self.0.borrow_mut().push(event);
+    }
+
+    pub fn all(&self) -> Vec<Event> {
+        self.0.borrow().clone()
+    }
+
+    /// The ids of the tokens that ran, in order.
+    pub fn ran(&self) -> Vec<u32> {
+        self.all()
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Ran(id) => Some(id),
+                Event::Dropped(_) => None,
+            })
+            .collect()
+    }
+
+    /// The ids of the tokens that were dropped, in order.
+    pub fn dropped(&self) -> Vec<u32> {
+        self.all()
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Dropped(id) => Some(id),
+                Event::Ran(_) => None,
+            })
+            .collect()
+    }
+
+    /// Asserts that every id in `ids` was dropped exactly once and no other id was.
+    pub fn assert_each_dropped_once(&self, ids: impl IntoIterator<Item = u32>) {
+        let mut expected: Vec<u32> = ids.into_iter().collect();
+        expected.sort_unstable();
+        let mut dropped = self.dropped();
+        dropped.sort_unstable();
+        assert_eq!(dropped, expected, "every capture dropped exactly once");
+    }
+}
+
+/// A value captured by a deferred closure.
+pub struct Token {
+    pub id: u32,
+    events: Events,
+}
+
+impl Token {
+    /// Records `Ran(id)`; call it from the closure body.
+    pub fn ran(&self) {
+        self.events.push(Event::Ran(self.id));
+    }
+}
+
+impl Drop for Token {
+    fn drop(&mut self) {
+        self.events.push(Event::Dropped(self.id));
+    }
+}
+
+/// A token padded to 64 bytes: too large for an inline slot.
+pub struct LargeToken {
+    pub token: Token,
+    pub padding: [u64; 7],
+}
+
+/// A token aligned to 64 bytes: over-aligned for an inline slot.
+#[repr(align(64))]
+pub struct AlignedToken(pub Token);
+
+/// Runs `f`, returning the panic payload's message if it panicked.
+pub fn panic_message(f: impl FnOnce()) -> Option<String> {
+    let payload = panic::catch_unwind(AssertUnwindSafe(f)).err()?;
+    Some(
+        payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "<non-string payload>".to_string()),
+    )
+}
+
+/// Silences the default panic hook's output for the panics a test provokes on purpose.
+pub fn quiet_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| panic::set_hook(Box::new(|_| {})));
+}
+
+/// Scales an iteration count down under Miri, which is ~1000x slower, without skipping the
+/// code path.
+pub const fn scaled(n: usize) -> usize {
+    if cfg!(miri) {
+        if n > 1000 { 1000 } else { n }
+    } else {
+        n
+    }
+}
