@@ -15,7 +15,6 @@
 use alloc::boxed::Box;
 use core::marker::PhantomData;
 use core::mem::{self, MaybeUninit};
-use core::ptr;
 
 use smallvec::SmallVec;
 
@@ -88,15 +87,17 @@ impl<'env> Slot<'env> {
         }
     }
 
-    /// Runs or drops the closure, consuming the slot. A panic of the closure (or of a drop of
-    /// its captures) propagates; the captures have been dropped by then, so nothing leaks or
-    /// runs twice.
+    /// Runs or drops the closure in place. A panic of the closure (or of a drop of its
+    /// captures) propagates; the captures have been dropped by then, so nothing leaks or runs
+    /// twice.
+    ///
+    /// # Safety
+    /// `slot` must point to an initialised slot whose closure nothing will consume again.
     #[inline(always)]
-    pub(crate) fn consume(self, action: Action) {
-        let mut this = mem::ManuallyDrop::new(self);
-        // SAFETY: by the field invariant `shim` matches `payload`; taking `self` by value
-        // guarantees this is the only consumption of the closure.
-        unsafe { (this.shim)(&mut this.payload, action) }
+    unsafe fn consume_in_place(slot: *mut Self, action: Action) {
+        // SAFETY: the caller guarantees `slot` is initialised and consumed only here, so by
+        // the field invariant `shim` matches `payload` and may move the closure out of it.
+        unsafe { ((*slot).shim)(&raw mut (*slot).payload, action) }
     }
 }
 
@@ -125,53 +126,67 @@ unsafe fn boxed_shim<F: FnOnce()>(payload: *mut Payload, action: Action) {
 
 /// The pending closures of one scope, in registration order.
 pub(crate) struct Arena<'env, const N: usize> {
-    /// Invariant: every slot below `len()` owns a closure that has been neither run nor
-    /// dropped; slots past `len()` own nothing.
-    slots: SmallVec<[Slot<'env>; N]>,
+    /// Storage only. Its own length stays zero, so it never reads, moves or drops a slot by
+    /// itself (and, with no length to keep in sync, `push` touches one counter, not two).
+    storage: SmallVec<[Slot<'env>; N]>,
+    /// Invariant: `storage.as_ptr()[..len]` are slots that own a closure that has been
+    /// neither run nor dropped; `len <= storage.capacity()`.
+    len: usize,
 }
 
 impl<'env, const N: usize> Arena<'env, N> {
+    /// Not `const` on purpose: `SmallVec::new_const` hands LLVM an uninitialised constant that
+    /// it materialises with a memset of the whole inline buffer (264 bytes for `N = 8`, ~40
+    /// instructions) on every scope creation; `SmallVec::new` compiles to one store.
     #[inline(always)]
-    pub(crate) const fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Arena {
-            slots: SmallVec::new_const(),
+            storage: SmallVec::new(),
+            len: 0,
         }
     }
 
     #[inline(always)]
     pub(crate) fn push<F: FnOnce() + 'env>(&mut self, f: F) {
-        let slot = Slot::new(f);
-        let len = self.slots.len();
-        if len == self.slots.capacity() {
-            self.grow();
+        let len = self.len;
+        let mut base = self.storage.as_mut_ptr();
+        if len == self.storage.capacity() {
+            base = self.grow();
         }
-        // SAFETY: there is room for one more slot (checked or made just above), and `len` was
-        // read before `grow`, which does not change the length.
-        unsafe {
-            self.slots.as_mut_ptr().add(len).write(slot);
-            self.slots.set_len(len + 1);
-        }
+        // SAFETY: `len < capacity` now (checked, or made by `grow`, which returned the new
+        // buffer), so the write initialises the first free slot, which the new length covers.
+        unsafe { base.add(len).write(Slot::new(f)) };
+        self.len = len + 1;
     }
 
+    /// Doubles the capacity, moving the stack to the heap the first time, and returns the
+    /// new buffer.
     #[cold]
     #[inline(never)]
-    fn grow(&mut self) {
-        self.slots.reserve(1);
+    fn grow(&mut self) -> *mut Slot<'env> {
+        // SAFETY: the first `len` slots are initialised, so the vector may copy them to the
+        // new buffer. `Slot` has no drop glue, so even if `reserve` panics with the length
+        // set, the vector cannot drop a closure.
+        unsafe { self.storage.set_len(self.len) };
+        self.storage.reserve(1);
+        // SAFETY: back to storage only; `self.len` still counts the (moved) slots.
+        unsafe { self.storage.set_len(0) };
+        self.storage.as_mut_ptr()
     }
 
     #[inline(always)]
     pub(crate) fn len(&self) -> usize {
-        self.slots.len()
+        self.len
     }
 
     #[inline(always)]
     pub(crate) fn capacity(&self) -> usize {
-        self.slots.capacity()
+        self.storage.capacity()
     }
 
     #[inline(always)]
     pub(crate) fn spilled(&self) -> bool {
-        self.slots.spilled()
+        self.storage.spilled()
     }
 
     /// Moves every pending slot out, leaving this arena empty with its inline capacity.
@@ -183,14 +198,11 @@ impl<'env, const N: usize> Arena<'env, N> {
     /// Hands every pending slot to a [`Detached`] and leaves the arena empty but allocated.
     #[inline(always)]
     pub(crate) fn detach(&mut self, action: Action) -> Detached<'_, 'env> {
-        let len = self.slots.len();
-        // SAFETY: with the length set to zero first, the vector will neither read nor drop the
-        // `len` initialised slots behind `as_mut_ptr()`, which stay valid and unaliased while
+        let len = mem::take(&mut self.len);
+        // SAFETY: with `self.len` zero, the arena will neither read nor drop the `len`
+        // initialised slots behind `as_mut_ptr()`, which stay valid and unaliased while
         // `self` is mutably borrowed; `Detached` consumes each of them exactly once.
-        unsafe {
-            self.slots.set_len(0);
-            Detached::new(self.slots.as_mut_ptr(), len, action)
-        }
+        unsafe { Detached::new(self.storage.as_mut_ptr(), len, action) }
     }
 }
 
@@ -201,9 +213,9 @@ impl<'env, const N: usize> Arena<'env, N> {
 /// unwinding drops this value, and its [`Drop`] consumes the remaining slots with every further
 /// panic caught, so the first payload is the one that keeps unwinding.
 pub(crate) struct Detached<'a, 'env> {
-    /// Invariant: `base[..remaining]` are initialised slots that nothing else will consume.
+    /// Invariant: `base..end` are initialised slots that nothing else will consume.
     base: *mut Slot<'env>,
-    remaining: usize,
+    end: *mut Slot<'env>,
     action: Action,
     _slots: PhantomData<&'a mut [Slot<'env>]>,
 }
@@ -213,13 +225,15 @@ impl<'a, 'env> Detached<'a, 'env> {
     ///
     /// # Safety
     /// `base[..len]` must be initialised slots that the caller will neither read nor drop
-    /// again (typically it has just set its vector's length to zero), and the memory must
+    /// again (typically it has just set its length to zero), and the memory must
     /// stay valid and unaliased for `'a`.
     #[inline(always)]
     pub(crate) unsafe fn new(base: *mut Slot<'env>, len: usize, action: Action) -> Self {
+        // SAFETY: the caller guarantees `base[..len]` lies in one allocation.
+        let end = unsafe { base.add(len) };
         Detached {
             base,
-            remaining: len,
+            end,
             action,
             _slots: PhantomData,
         }
@@ -229,8 +243,22 @@ impl<'a, 'env> Detached<'a, 'env> {
     /// panicked, after all the others have been consumed.
     #[inline(always)]
     pub(crate) fn consume_all(mut self) {
-        while let Some(slot) = self.pop() {
-            slot.consume(self.action);
+        let (base, action) = (self.base, self.action);
+        if self.end == base {
+            return;
+        }
+        // A bottom-tested loop: the test at the top would cost two instructions per slot.
+        loop {
+            // SAFETY: `end > base` within one allocation, so one step back stays in bounds;
+            // moving `end` first hands that slot's sole ownership to this call, so nothing
+            // consumes it again, even if it panics.
+            unsafe {
+                self.end = self.end.sub(1);
+                Slot::consume_in_place(self.end, action);
+            }
+            if self.end == base {
+                break;
+            }
         }
     }
 
@@ -242,8 +270,10 @@ impl<'a, 'env> Detached<'a, 'env> {
         let mut caught = 0;
         while let Some(slot) = self.pop() {
             let action = self.action;
-            let outcome =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| slot.consume(action)));
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                // SAFETY: `pop` handed us sole ownership of this initialised slot.
+                unsafe { Slot::consume_in_place(slot, action) }
+            }));
             if let Err(payload) = outcome {
                 caught += 1;
                 drop_payload(payload);
@@ -252,15 +282,16 @@ impl<'a, 'env> Detached<'a, 'env> {
         caught
     }
 
+    /// The last remaining slot, whose ownership passes to the caller: moving `end` first
+    /// means nothing here will consume it again, even if it panics.
     #[inline(always)]
-    fn pop(&mut self) -> Option<Slot<'env>> {
-        if self.remaining == 0 {
+    fn pop(&mut self) -> Option<*mut Slot<'env>> {
+        if self.end == self.base {
             return None;
         }
-        self.remaining -= 1;
-        // SAFETY: by the invariant `base[remaining]` is an initialised slot owned by us;
-        // decrementing `remaining` first hands its ownership to the caller exactly once.
-        Some(unsafe { ptr::read(self.base.add(self.remaining)) })
+        // SAFETY: `end > base` within one allocation, so one step back stays in bounds.
+        self.end = unsafe { self.end.sub(1) };
+        Some(self.end)
     }
 }
 
@@ -268,7 +299,7 @@ impl Drop for Detached<'_, '_> {
     #[inline(always)]
     fn drop(&mut self) {
         // Only non-empty when a closure panicked inside `consume_all`.
-        if self.remaining != 0 {
+        if self.end != self.base {
             self.finish_after_panic();
         }
     }
@@ -280,7 +311,7 @@ impl Detached<'_, '_> {
     fn finish_after_panic(&mut self) {
         let rest = Detached {
             base: self.base,
-            remaining: mem::take(&mut self.remaining),
+            end: mem::replace(&mut self.end, self.base),
             action: self.action,
             _slots: PhantomData,
         };

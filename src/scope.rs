@@ -75,7 +75,7 @@ impl<'env, const N: usize> Scope<'env, N> {
     /// ```
     #[must_use = "a scope that is dropped at once runs nothing; bind it to a variable"]
     #[inline]
-    pub const fn new() -> Self {
+    pub fn new() -> Self {
         Scope {
             arena: Arena::new(),
         }

@@ -1,0 +1,173 @@
+//! The deferred-closure mechanisms compared by the benchmarks, shared by the criterion suite
+//! (`benches/defer.rs`) and the instruction counter (`benches/instructions.rs`).
+//!
+//! Every mechanism registers `n` closures that each capture 16 bytes (a reference and a
+//! `u64`) and run them last-in, first-out at the end of the function, like Go's
+//! `func f() { for ... { x := ...; defer func() { s.acc = s.acc*31 + x }() } }`.
+#![allow(dead_code, unreachable_pub)]
+
+use std::cell::Cell;
+use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use scoped_defer::{Scope, defer, for_each_scoped};
+
+/// Where the closures write: order-dependent work, so no two orders give the same result.
+#[derive(Default)]
+pub struct Sink {
+    pub acc: Cell<u64>,
+}
+
+#[inline(always)]
+fn work(sink: &Sink, x: u64) {
+    sink.acc
+        .set(sink.acc.get().wrapping_mul(31).wrapping_add(x));
+}
+
+/// `n` deferred closures by one mechanism; `n == 0` measures the empty scope.
+pub type Mechanism = fn(&Sink, usize);
+
+/// The mechanisms by name, in the order the reports list them.
+pub const MECHANISMS: [(&str, Mechanism); 5] = [
+    ("direct call", direct),
+    ("scopeguard guard", scopeguard_guard),
+    ("indirect call (floor)", indirect_call),
+    ("Scope::defer", scope_defer),
+    ("Vec<Box<dyn FnOnce()>>", boxed_vec),
+];
+
+/// The closures called by hand, in reverse: the floor.
+#[inline(never)]
+pub fn direct(sink: &Sink, n: usize) {
+    for i in (0..n).rev() {
+        work(sink, i as u64);
+    }
+}
+
+/// One `scopeguard` guard per iteration, dropped at the end of it.
+#[inline(never)]
+pub fn scopeguard_guard(sink: &Sink, n: usize) {
+    for i in (0..n).rev() {
+        let x = i as u64;
+        let _guard = scopeguard::guard((), move |()| work(sink, x));
+    }
+}
+
+/// One opaque call through a function pointer per closure, with no storage: the floor for
+/// any type-erased stack.
+#[inline(never)]
+pub fn indirect_call(sink: &Sink, n: usize) {
+    let call: fn(&Sink, u64) = black_box(work);
+    for i in (0..n).rev() {
+        call(sink, i as u64);
+    }
+}
+
+/// This crate's `Scope` with its default 8 inline slots.
+#[inline(never)]
+pub fn scope_defer(sink: &Sink, n: usize) {
+    let mut scope: Scope<'_> = Scope::new();
+    for i in 0..n {
+        let x = i as u64;
+        scope.defer(move || work(sink, x));
+    }
+}
+
+/// The usual hand-rolled stack: a `Vec` of boxed closures, popped at the end.
+#[inline(never)]
+pub fn boxed_vec(sink: &Sink, n: usize) {
+    let mut stack: Vec<Box<dyn FnOnce() + '_>> = Vec::new();
+    for i in 0..n {
+        let x = i as u64;
+        stack.push(Box::new(move || work(sink, x)));
+    }
+    while let Some(f) = stack.pop() {
+        f();
+    }
+}
+
+/// `count` items, `per_item` deferred closures each, through `for_each_scoped`.
+#[inline(never)]
+pub fn loop_scoped(sink: &Sink, count: usize, per_item: usize) {
+    for_each_scoped(0..count, |s, i| {
+        for k in 0..per_item {
+            let x = (i + k) as u64;
+            s.defer(move || work(sink, x));
+        }
+    });
+}
+
+/// The same loop with hand-written block guards, one per deferred closure.
+#[inline(never)]
+pub fn loop_block_guards(sink: &Sink, count: usize, per_item: usize) {
+    for i in 0..count {
+        match per_item {
+            1 => {
+                let x = i as u64;
+                defer! { work(sink, x); }
+            }
+            3 => {
+                let (x, y, z) = (i as u64, i as u64 + 1, i as u64 + 2);
+                defer! { work(sink, x); }
+                defer! { work(sink, y); }
+                defer! { work(sink, z); }
+            }
+            _ => unimplemented!("the benchmarks use 1 or 3 defers per item"),
+        }
+    }
+}
+
+/// A minimal lock with separate `lock` and `unlock`, to mirror Go's `mu.Lock(); defer mu.Unlock()`.
+#[derive(Default)]
+pub struct SpinLock(AtomicBool);
+
+impl SpinLock {
+    #[inline(always)]
+    pub fn lock(&self) {
+        while self.0.swap(true, Ordering::Acquire) {
+            std::hint::spin_loop();
+        }
+    }
+
+    #[inline(always)]
+    pub fn unlock(&self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+/// The seed article's table: lock, critical section, unlock, with and without defers.
+pub mod locked {
+    use super::*;
+
+    #[inline(never)]
+    pub fn no_defer(lock: &SpinLock, sink: &Sink) {
+        lock.lock();
+        work(sink, 1);
+        lock.unlock();
+    }
+
+    #[inline(never)]
+    pub fn one_defer(lock: &SpinLock, sink: &Sink) {
+        lock.lock();
+        defer! { lock.unlock(); }
+        work(sink, 1);
+    }
+
+    #[inline(never)]
+    pub fn nested_defer(lock: &SpinLock, sink: &Sink) {
+        lock.lock();
+        defer! { lock.unlock(); }
+        {
+            defer! { work(sink, 2); }
+            work(sink, 1);
+        }
+    }
+
+    #[inline(never)]
+    pub fn one_scope_defer(lock: &SpinLock, sink: &Sink) {
+        let mut scope: Scope<'_> = Scope::new();
+        lock.lock();
+        scope.defer(|| lock.unlock());
+        work(sink, 1);
+    }
+}

@@ -1,0 +1,144 @@
+//! The allocation promises, counted by a global allocator: registering small closures costs no
+//! heap allocation, large ones cost exactly one, and loops stop allocating once warmed up.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+use scoped_defer::{Scope, for_each_scoped};
+
+/// Counts the allocations made by the current thread, so that tests running in parallel do
+/// not see each other's.
+struct CountingAllocator;
+
+thread_local! {
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+}
+
+// SAFETY: forwards every call unchanged to `System`; the counter is a `const`-initialised
+// thread-local `Cell` without a destructor, so touching it never allocates or re-enters.
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract, which we pass on.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: as above, for `dealloc`.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+        // SAFETY: as above, for `realloc`.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAllocator = CountingAllocator;
+
+/// The number of allocations (and reallocations) `f` makes on this thread.
+fn allocations_of(f: impl FnOnce()) -> usize {
+    let before = ALLOCATIONS.with(Cell::get);
+    f();
+    ALLOCATIONS.with(Cell::get) - before
+}
+
+/// A closure capturing exactly 24 bytes: the largest that fits inline.
+fn small_closure(sum: &Cell<u64>, a: u64, b: u64) -> impl FnOnce() + '_ {
+    move || sum.set(sum.get() + a + b)
+}
+
+#[test]
+fn eight_small_defers_allocate_nothing() {
+    let sum = Cell::new(0);
+    assert_eq!(size_of_val(&small_closure(&sum, 0, 0)), 24);
+    let count = allocations_of(|| {
+        let mut scope: Scope<'_> = Scope::new();
+        for i in 0..8 {
+            scope.defer(small_closure(&sum, i, 1));
+        }
+        assert!(!scope.spilled());
+    });
+    assert_eq!(count, 0);
+    assert_eq!(sum.get(), 28 + 8, "all eight ran");
+}
+
+#[test]
+fn an_oversized_closure_allocates_exactly_once() {
+    let sum = Cell::new(0);
+    let big = [7u8; 1024];
+    let count = allocations_of(|| {
+        let mut scope: Scope<'_> = Scope::new();
+        scope.defer(|| ());
+        let sum = &sum;
+        scope.defer(move || sum.set(big.iter().map(|&b| u64::from(b)).sum()));
+    });
+    assert_eq!(count, 1);
+    assert_eq!(sum.get(), 7 * 1024);
+}
+
+#[test]
+fn an_over_aligned_closure_allocates_exactly_once() {
+    #[repr(align(32))]
+    struct Aligned(u8);
+    let seen = Cell::new(0);
+    let value = Aligned(5);
+    let count = allocations_of(|| {
+        let mut scope: Scope<'_> = Scope::new();
+        let seen = &seen;
+        scope.defer(move || {
+            let value = value; // capture the whole over-aligned struct, not just its field
+            seen.set(value.0);
+        });
+    });
+    assert_eq!(count, 1);
+    assert_eq!(seen.get(), 5);
+}
+
+#[test]
+fn a_loop_with_three_small_defers_per_item_allocates_nothing() {
+    let sum = Cell::new(0);
+    let count = allocations_of(|| {
+        for_each_scoped(0..10_000u64, |s, i| {
+            s.defer(small_closure(&sum, i, 0));
+            s.defer(small_closure(&sum, 0, 1));
+            s.defer(small_closure(&sum, 0, 1));
+        });
+    });
+    assert_eq!(count, 0);
+    assert_eq!(sum.get(), (0..10_000).sum::<u64>() + 20_000);
+}
+
+#[test]
+fn a_loop_with_many_defers_per_item_allocates_only_while_warming_up() {
+    let run = |items: u64| {
+        let sum = Cell::new(0);
+        let count = allocations_of(|| {
+            for_each_scoped(0..items, |s, i| {
+                for _ in 0..100 {
+                    s.defer(small_closure(&sum, i, 0));
+                }
+            });
+        });
+        assert_eq!(sum.get(), 100 * (0..items).sum::<u64>());
+        count
+    };
+    let few = run(10);
+    assert!(few > 0, "100 pending closures outgrow the 8 inline slots");
+    assert_eq!(run(10_000), few, "no iteration after the first allocates");
+}
+
+#[test]
+fn a_scope_growing_to_a_thousand_allocates_logarithmically() {
+    let sum = Cell::new(0);
+    let count = allocations_of(|| {
+        let mut scope: Scope<'_> = Scope::new();
+        for i in 0..1000 {
+            scope.defer(small_closure(&sum, i, 0));
+        }
+    });
+    // 8 inline, then 16, 32, ..., 1024 on the heap: 7 allocations.
+    assert_eq!(count, 7);
+}
