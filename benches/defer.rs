@@ -54,7 +54,7 @@ fn around_a_lock(c: &mut Criterion) {
     let mut group = c.benchmark_group("lock_unlock");
     let lock = SpinLock::default();
     let sink = Sink::default();
-    let cases: [(&str, fn(&SpinLock, &Sink)); 4] = [
+    let cases: [(&str, locked::Case); 4] = [
         ("no defer", locked::no_defer),
         ("one defer!", locked::one_defer),
         ("nested defer!", locked::nested_defer),

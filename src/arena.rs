@@ -1,16 +1,18 @@
 //! Type-erased, inline storage for deferred closures: the only module of the crate with
 //! `unsafe`.
 //!
-//! An [`Arena`] is a small vector of [`Slot`]s. A `Slot` is four machine words: a shim pointer and three words of payload. A closure that
-//! fits the payload (at most [`INLINE_WORDS`] words, alignment at most that of `usize`) is moved
-//! into it; any other closure is boxed and the box pointer is stored instead. The shim is a
-//! monomorphised `unsafe fn` that knows which of the two it is looking at and either runs the
-//! closure (which consumes it) or only drops it.
+//! An [`Arena`] is a small vector of [`Slot`]s. A `Slot` is four machine words: a pointer to
+//! the closure type's [`Shims`] and three words of payload. A closure that fits the payload (at
+//! most [`INLINE_WORDS`] words, alignment at most that of `usize`) is moved into it; any other
+//! closure is boxed and the box pointer is stored instead. The shims are monomorphised
+//! `unsafe fn`s that know which of the two they are looking at: one runs the closure (which
+//! consumes it), the other only drops it. Keeping both behind one `&'static` pointer costs a
+//! slot one word, and saves the run path a test of which to do.
 //!
-//! Ownership protocol: a `Slot` owns its closure until [`Slot::consume`] is called, which
-//! happens at most once because it takes the slot by value. `Slot` has no `Drop` impl on
-//! purpose: the [`Scope`](crate::Scope) decides when and in which order slots are consumed, and
-//! a slot that is never consumed leaks its closure (safe, like `mem::forget`).
+//! Ownership protocol: a `Slot` owns its closure until it is consumed, exactly once, by
+//! [`Detached`]. `Slot` has no `Drop` impl on purpose: the [`Scope`](crate::Scope) decides when
+//! and in which order slots are consumed, and a slot that is never consumed leaks its closure
+//! (safe, like `mem::forget`).
 
 use alloc::boxed::Box;
 use core::marker::PhantomData;
@@ -23,7 +25,7 @@ pub(crate) const INLINE_WORDS: usize = 3;
 
 type Payload = MaybeUninit<[usize; INLINE_WORDS]>;
 
-/// What [`Slot::consume`] does with the closure.
+/// What consuming a slot does with its closure.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Action {
     /// Call the closure (which drops its captures when it returns or unwinds).
@@ -32,11 +34,67 @@ pub(crate) enum Action {
     Discard,
 }
 
+/// How to consume the closure stored in a payload, one table per closure type and storage.
+struct Shims {
+    run: unsafe fn(*mut Payload),
+    discard: unsafe fn(*mut Payload),
+}
+
+/// The shims of an inline closure of type `F`.
+struct Inline<F>(PhantomData<F>);
+
+impl<F: FnOnce()> Inline<F> {
+    const SHIMS: &'static Shims = &Shims {
+        run: Self::run,
+        discard: Self::discard,
+    };
+
+    /// # Safety
+    /// `payload` must hold a valid `F` written by [`Slot::new`], which this call moves out.
+    unsafe fn run(payload: *mut Payload) {
+        // SAFETY: the caller guarantees `payload` holds an `F` nobody will read again.
+        unsafe { payload.cast::<F>().read()() }
+    }
+
+    /// # Safety
+    /// As for [`Inline::run`].
+    unsafe fn discard(payload: *mut Payload) {
+        // SAFETY: as in `run`.
+        unsafe { payload.cast::<F>().drop_in_place() }
+    }
+}
+
+/// The shims of a boxed closure of type `F`.
+struct Boxed<F>(PhantomData<F>);
+
+impl<F: FnOnce()> Boxed<F> {
+    const SHIMS: &'static Shims = &Shims {
+        run: Self::run,
+        discard: Self::discard,
+    };
+
+    /// # Safety
+    /// `payload` must hold a valid `Box<F>` written by [`Slot::new_boxed`], which this call
+    /// moves out.
+    unsafe fn run(payload: *mut Payload) {
+        // SAFETY: the caller guarantees `payload` holds a `Box<F>` nobody will read again.
+        let f: Box<F> = unsafe { payload.cast::<Box<F>>().read() };
+        f()
+    }
+
+    /// # Safety
+    /// As for [`Boxed::run`].
+    unsafe fn discard(payload: *mut Payload) {
+        // SAFETY: as in `run`.
+        unsafe { payload.cast::<Box<F>>().drop_in_place() }
+    }
+}
+
 /// One type-erased `FnOnce()` closure.
 pub(crate) struct Slot<'env> {
-    /// Invariant: `shim` was created together with `payload` by [`Slot::new`] for one closure
-    /// type `F`, and `payload` still holds that closure (inline or boxed).
-    shim: unsafe fn(*mut Payload, Action),
+    /// Invariant: `shims` were chosen together with `payload` by [`Slot::new`] for one closure
+    /// type `F` and storage, and `payload` still holds that closure.
+    shims: &'static Shims,
     payload: Payload,
     /// The erased closure may borrow data of `'env` and need not be `Send` or `Sync`: this
     /// marker gives the slot exactly the auto traits and variance of a boxed closure.
@@ -57,13 +115,13 @@ impl<'env> Slot<'env> {
     /// Erases `f`. Allocates exactly once if `f` does not fit inline, never otherwise.
     #[inline(always)]
     pub(crate) fn new<F: FnOnce() + 'env>(f: F) -> Self {
-        let mut payload = Payload::uninit();
         if Self::is_inline::<F>() {
+            let mut payload = Payload::uninit();
             // SAFETY: `is_inline` checked that `F` fits the payload's size and alignment, and
-            // `payload` is a local we own. `inline_shim::<F>` reads back exactly this `F`.
+            // `payload` is a local we own. `Inline::<F>`'s shims read back exactly this `F`.
             unsafe { payload.as_mut_ptr().cast::<F>().write(f) };
             Slot {
-                shim: inline_shim::<F>,
+                shims: Inline::<F>::SHIMS,
                 payload,
                 _closure: PhantomData,
             }
@@ -75,13 +133,13 @@ impl<'env> Slot<'env> {
     #[cold]
     #[inline(never)]
     fn new_boxed<F: FnOnce() + 'env>(f: F) -> Self {
-        let mut payload = Payload::uninit();
         const { assert!(Self::is_inline::<Box<()>>()) };
+        let mut payload = Payload::uninit();
         // SAFETY: a `Box<F>` of a sized `F` is one pointer, which fits the payload (checked at
-        // compile time above). `boxed_shim::<F>` reads back exactly this `Box<F>`.
+        // compile time above). `Boxed::<F>`'s shims read back exactly this `Box<F>`.
         unsafe { payload.as_mut_ptr().cast::<Box<F>>().write(Box::new(f)) };
         Slot {
-            shim: boxed_shim::<F>,
+            shims: Boxed::<F>::SHIMS,
             payload,
             _closure: PhantomData,
         }
@@ -96,31 +154,15 @@ impl<'env> Slot<'env> {
     #[inline(always)]
     unsafe fn consume_in_place(slot: *mut Self, action: Action) {
         // SAFETY: the caller guarantees `slot` is initialised and consumed only here, so by
-        // the field invariant `shim` matches `payload` and may move the closure out of it.
-        unsafe { ((*slot).shim)(&raw mut (*slot).payload, action) }
-    }
-}
-
-/// # Safety
-/// `payload` must hold a valid `F` written by [`Slot::new`], which this call moves out.
-unsafe fn inline_shim<F: FnOnce()>(payload: *mut Payload, action: Action) {
-    // SAFETY: the caller guarantees `payload` holds an `F` that nobody else will read again.
-    let f = unsafe { payload.cast::<F>().read() };
-    match action {
-        Action::Run => f(),
-        Action::Discard => drop(f),
-    }
-}
-
-/// # Safety
-/// `payload` must hold a valid `Box<F>` written by [`Slot::new_boxed`], which this call moves
-/// out.
-unsafe fn boxed_shim<F: FnOnce()>(payload: *mut Payload, action: Action) {
-    // SAFETY: the caller guarantees `payload` holds a `Box<F>` that nobody else will read again.
-    let f: Box<F> = unsafe { payload.cast::<Box<F>>().read() };
-    match action {
-        Action::Run => (*f)(),
-        Action::Discard => drop(f),
+        // the field invariant the shims match `payload` and may move the closure out of it.
+        unsafe {
+            let shims = (*slot).shims;
+            let payload = &raw mut (*slot).payload;
+            match action {
+                Action::Run => (shims.run)(payload),
+                Action::Discard => (shims.discard)(payload),
+            }
+        }
     }
 }
 
@@ -260,6 +302,8 @@ impl<'a, 'env> Detached<'a, 'env> {
                 break;
             }
         }
+        // Nothing is left for the drop guard to finish.
+        mem::forget(self);
     }
 
     /// Consumes every slot, last first, catching and discarding every panic. For use while the

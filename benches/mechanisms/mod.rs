@@ -139,6 +139,9 @@ impl SpinLock {
 pub mod locked {
     use super::*;
 
+    /// One way to run the critical section.
+    pub type Case = fn(&SpinLock, &Sink);
+
     #[inline(never)]
     pub fn no_defer(lock: &SpinLock, sink: &Sink) {
         lock.lock();
