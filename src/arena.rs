@@ -191,10 +191,23 @@ impl<'env, const N: usize> Arena<'env, N> {
     #[inline(always)]
     pub(crate) fn push<F: FnOnce() + 'env>(&mut self, f: F) {
         let len = self.len;
-        let mut base = self.storage.as_mut_ptr();
-        if len == self.storage.capacity() {
-            base = self.grow();
-        }
+        // Branch on the storage rather than letting `as_mut_ptr` select between the inline
+        // and heap pointers: a select loads the heap-pointer field even while inline, and
+        // that field shares its bytes with the first inline slot, which the previous push may
+        // have just written at an address the CPU had not resolved yet. Mispredicted memory
+        // ordering there (a pipeline flush) made every push of an inline scope ~2.5x slower.
+        let base = if self.storage.spilled() {
+            let base = self.storage.as_mut_ptr();
+            if len == self.storage.capacity() {
+                self.grow()
+            } else {
+                base
+            }
+        } else if len < N {
+            self.storage.as_mut_ptr()
+        } else {
+            self.grow()
+        };
         // SAFETY: `len < capacity` now (checked, or made by `grow`, which returned the new
         // buffer), so the write initialises the first free slot, which the new length covers.
         unsafe { base.add(len).write(Slot::new(f)) };

@@ -80,6 +80,8 @@ extern crate alloc;
 extern crate std;
 
 mod arena;
+#[cfg(doctest)]
+mod compile_fail;
 mod guard;
 mod loops;
 mod scope;

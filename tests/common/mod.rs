@@ -2,7 +2,7 @@
 //! captures are dropped.
 #![allow(dead_code, unreachable_pub)]
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::panic::{self, AssertUnwindSafe};
 use std::rc::Rc;
 
@@ -101,7 +101,7 @@ pub struct AlignedToken(pub Token);
 
 /// Runs `f`, returning the panic payload's message if it panicked.
 pub fn panic_message(f: impl FnOnce()) -> Option<String> {
-    let payload = panic::catch_unwind(AssertUnwindSafe(f)).err()?;
+    let payload = catch_expected(f).err()?;
     Some(
         payload
             .downcast_ref::<&str>()
@@ -111,10 +111,30 @@ pub fn panic_message(f: impl FnOnce()) -> Option<String> {
     )
 }
 
-/// Silences the default panic hook's output for the panics a test provokes on purpose.
+thread_local! {
+    static EXPECTING_PANICS: Cell<usize> = const { Cell::new(0) };
+}
+
+/// `catch_unwind` for panics a test provokes on purpose: with [`quiet_panics`] installed,
+/// they are not printed, while a failing assertion elsewhere still is.
+pub fn catch_expected<R>(f: impl FnOnce() -> R) -> std::thread::Result<R> {
+    EXPECTING_PANICS.with(|n| n.set(n.get() + 1));
+    let result = panic::catch_unwind(AssertUnwindSafe(f));
+    EXPECTING_PANICS.with(|n| n.set(n.get() - 1));
+    result
+}
+
+/// Installs a panic hook that stays silent inside [`catch_expected`].
 pub fn quiet_panics() {
     static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| panic::set_hook(Box::new(|_| {})));
+    ONCE.call_once(|| {
+        let default = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            if EXPECTING_PANICS.with(Cell::get) == 0 {
+                default(info);
+            }
+        }));
+    });
 }
 
 /// Scales an iteration count down under Miri, which is ~1000x slower, without skipping the

@@ -1,0 +1,65 @@
+//! Misuse that must not compile. Each block is a `compile_fail` doctest; the error code pins
+//! the reason, so a block that starts failing for another reason fails the test.
+//!
+//! A deferred closure cannot borrow a local that dies before the scope ends:
+//!
+//! ```compile_fail,E0597
+//! let mut scope: scoped_defer::Scope<'_> = scoped_defer::Scope::new();
+//! {
+//!     let short_lived = String::from("gone");
+//!     scope.defer(|| drop(short_lived.len()));
+//! }
+//! ```
+//!
+//! A value mutably borrowed by a pending closure cannot be used until the scope ends:
+//!
+//! ```compile_fail,E0503
+//! let mut count = 0;
+//! let mut scope: scoped_defer::Scope<'_> = scoped_defer::Scope::new();
+//! scope.defer(|| count += 1);
+//! let seen = count; // still borrowed by the pending closure
+//! drop(scope);
+//! ```
+//!
+//! A scope is not `Send`, since it may hold closures that are not:
+//!
+//! ```compile_fail,E0277
+//! let mut scope: scoped_defer::Scope<'static> = scoped_defer::Scope::new();
+//! let shared = std::rc::Rc::new(());
+//! scope.defer(move || drop(shared));
+//! std::thread::spawn(move || drop(scope));
+//! ```
+//!
+//! Nor `Sync`:
+//!
+//! ```compile_fail,E0277
+//! fn assert_sync<T: Sync>(_: &T) {}
+//! let scope: scoped_defer::Scope<'static> = scoped_defer::Scope::new();
+//! assert_sync(&scope);
+//! ```
+//!
+//! A scope created and dropped at once is flagged, like a guard bound to nothing:
+//!
+//! ```compile_fail
+//! #![deny(unused_must_use)]
+//! scoped_defer::Scope::<'static>::new();
+//! ```
+//!
+//! So is a taken scope that is dropped at once, which runs the closures it took right there:
+//!
+//! ```compile_fail
+//! #![deny(unused_must_use)]
+//! let mut scope: scoped_defer::Scope<'static> = scoped_defer::Scope::new();
+//! scope.take();
+//! ```
+//!
+//! The scope form of `defer!` moves its captures, so a moved value cannot be used after:
+//!
+//! ```compile_fail,E0382
+//! use scoped_defer::defer;
+//! scoped_defer::scope(|s| {
+//!     let name = String::from("moved");
+//!     defer!(s => drop(name));
+//!     println!("{name}");
+//! });
+//! ```
