@@ -341,6 +341,7 @@ impl<'a, 'env> Detached<'a, 'env> {
 
     /// The last remaining slot, whose ownership passes to the caller: moving `end` first
     /// means nothing here will consume it again, even if it panics.
+    #[cfg(feature = "std")]
     #[inline(always)]
     fn pop(&mut self) -> Option<*mut Slot<'env>> {
         if self.end == self.base {

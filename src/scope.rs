@@ -279,9 +279,10 @@ impl<const N: usize> fmt::Debug for Scope<'_, N> {
 /// assert_eq!(*log.borrow(), ["body", "deferred"]);
 /// ```
 ///
-/// Closures may not borrow the body's own locals, which are gone by the time they run:
+/// Closures may not borrow the body's own locals, which are gone by the time they run (the
+/// error is E0597 or E0373 depending on the compiler version):
 ///
-/// ```compile_fail,E0597
+/// ```compile_fail
 /// scoped_defer::scope(|s| {
 ///     let local = String::from("gone before the scope ends");
 ///     s.defer(|| println!("{local}"));
