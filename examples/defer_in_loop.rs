@@ -204,7 +204,8 @@ fn scoped_loop(paths: &[PathBuf]) -> Report {
         Ok(())
     });
     if let Err(e) = result {
-        error = Some(e);
+        // The body's `io::Error`; these cleanups cannot fail, but a cleanup error would do too.
+        error = Some(e.into_body_error().unwrap_or_else(io::Error::other));
     }
     tracker.sample();
     Report {

@@ -82,14 +82,21 @@ extern crate std;
 mod arena;
 #[cfg(doctest)]
 mod compile_fail;
+mod deferred;
+mod error;
 mod guard;
 mod loops;
 mod scope;
+mod stats;
 
+pub use error::{BoxError, CleanupErrors, LimitExceeded, ScopeError};
 #[doc(hidden)]
 pub use guard::__private;
-pub use loops::{IteratorExt, for_each_scoped, try_for_each_scoped};
-pub use scope::{Scope, scope};
+pub use loops::{
+    IteratorExt, for_each_scoped, for_each_scoped_in, try_for_each_scoped, try_for_each_scoped_in,
+};
+pub use scope::{Scope, scope, try_scope};
+pub use stats::Stats;
 
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

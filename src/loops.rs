@@ -1,6 +1,9 @@
 //! Loop helpers that give every iteration its own [`Scope`] and reuse its storage.
 
 use crate::Scope;
+use crate::deferred::Outcome;
+use crate::error::ScopeError;
+use crate::scope::{body_of, combine};
 
 /// Calls `f` for every item with a scope whose closures run at the end of that iteration,
 /// before the next item is pulled from the iterator.
@@ -10,10 +13,13 @@ use crate::Scope;
 /// is reused for all iterations, so once it has grown to the largest number of closures an
 /// iteration registers, no iteration allocates.
 ///
-/// If `f` panics, the closures of that iteration run while the panic unwinds.
+/// If `f` panics, the closures of that iteration run while the panic unwinds. Errors of
+/// fallible closures panic once the iteration's closures have run (the scope has no error
+/// handler); use [`try_for_each_scoped`] to get them back, or [`for_each_scoped_in`] with a
+/// scope that has a handler.
 ///
 /// ```
-/// use std::cell::{Cell, RefCell};
+/// use std::cell::Cell;
 /// use scoped_defer::for_each_scoped;
 ///
 /// let open = Cell::new(0);
@@ -25,19 +31,46 @@ use crate::Scope;
 /// });
 /// assert_eq!((open.get(), peak.get()), (0, 1));
 /// ```
-pub fn for_each_scoped<'env, I: IntoIterator>(
+pub fn for_each_scoped<'env, I: IntoIterator>(iter: I, f: impl FnMut(&mut Scope<'env>, I::Item)) {
+    for_each_scoped_in(&mut Scope::new(), iter, f);
+}
+
+/// [`for_each_scoped`] with a scope of your own: one created
+/// [`with_limit`](Scope::with_limit) or [`with_stats`](Scope::with_stats), or with an
+/// [`on_error`](Scope::on_error) handler. Its stats then cover every iteration; the
+/// `high_water` mark is the most closures one iteration left pending.
+///
+/// ```
+/// use scoped_defer::{for_each_scoped_in, Scope};
+///
+/// let mut scope: Scope<'_> = Scope::with_limit(16);
+/// for_each_scoped_in(&mut scope, 0..100, |s, _| {
+///     s.defer(|| ());
+///     s.defer(|| ());
+/// });
+/// let stats = scope.stats().unwrap();
+/// assert_eq!((stats.ran, stats.high_water), (200, 2));
+/// ```
+pub fn for_each_scoped_in<'env, const N: usize, I: IntoIterator>(
+    scope: &mut Scope<'env, N>,
     iter: I,
-    mut f: impl FnMut(&mut Scope<'env>, I::Item),
+    mut f: impl FnMut(&mut Scope<'env, N>, I::Item),
 ) {
-    let mut scope = Scope::new();
     for item in iter {
-        f(&mut scope, item);
+        body_of(scope, |scope| f(scope, item));
         scope.run_now();
     }
 }
 
-/// Like [`for_each_scoped`], but stops at the first error: that iteration's closures run,
-/// then the error is returned and no further item is pulled.
+/// Like [`for_each_scoped`], but stops at the first failed iteration: one whose body returned
+/// `Err`, or whose fallible cleanups failed. That iteration's closures run first
+/// ([`defer_on_error`](Scope::defer_on_error) ones included when the body failed); no
+/// further item is pulled.
+///
+/// # Errors
+///
+/// [`ScopeError::Body`] with the body's error (and that iteration's cleanup errors as
+/// suppressed), or [`ScopeError::Cleanup`] if only cleanups failed.
 ///
 /// ```
 /// use std::cell::RefCell;
@@ -49,18 +82,47 @@ pub fn for_each_scoped<'env, I: IntoIterator>(
 ///     s.defer(move || log.borrow_mut().push(i));
 ///     if i == 3 { Err("three") } else { Ok(()) }
 /// });
-/// assert_eq!(result, Err("three"));
+/// assert_eq!(result.unwrap_err().body_error(), Some(&"three"));
 /// assert_eq!(*log.borrow(), [1, 2, 3]);
 /// ```
 pub fn try_for_each_scoped<'env, I: IntoIterator, E>(
     iter: I,
-    mut f: impl FnMut(&mut Scope<'env>, I::Item) -> Result<(), E>,
-) -> Result<(), E> {
-    let mut scope = Scope::new();
+    f: impl FnMut(&mut Scope<'env>, I::Item) -> Result<(), E>,
+) -> Result<(), ScopeError<E>> {
+    try_for_each_scoped_in(&mut Scope::new(), iter, f)
+}
+
+/// [`try_for_each_scoped`] with a scope of your own; see [`for_each_scoped_in`].
+///
+/// # Errors
+///
+/// As [`try_for_each_scoped`].
+///
+/// ```
+/// use scoped_defer::{try_for_each_scoped_in, Scope};
+///
+/// let mut scope: Scope<'_> = Scope::with_stats();
+/// let result = try_for_each_scoped_in(&mut scope, 0..10, |s, i| {
+///     s.defer_fallible(move || if i == 4 { Err("closing item 4 failed") } else { Ok(()) });
+///     Ok::<(), &str>(())
+/// });
+/// assert_eq!(result.unwrap_err().to_string(), "cleanup failed: closing item 4 failed");
+/// assert_eq!(scope.stats().unwrap().ran, 5);
+/// ```
+pub fn try_for_each_scoped_in<'env, const N: usize, I: IntoIterator, E>(
+    scope: &mut Scope<'env, N>,
+    iter: I,
+    mut f: impl FnMut(&mut Scope<'env, N>, I::Item) -> Result<(), E>,
+) -> Result<(), ScopeError<E>> {
     for item in iter {
-        let outcome = f(&mut scope, item);
-        scope.run_now();
-        outcome?;
+        let body = body_of(scope, |scope| f(scope, item));
+        let outcome = if body.is_ok() {
+            Outcome::Success
+        } else {
+            Outcome::Failure
+        };
+        let cleanup = scope.end_with(outcome);
+        combine(body, cleanup)?;
     }
     Ok(())
 }
@@ -76,7 +138,7 @@ pub fn try_for_each_scoped<'env, I: IntoIterator, E>(
 /// assert_eq!(closed.get(), 3);
 ///
 /// let result = (0..3).try_for_each_scoped(|_, i| if i < 2 { Ok(()) } else { Err(i) });
-/// assert_eq!(result, Err(2));
+/// assert_eq!(result.unwrap_err().body_error(), Some(&2));
 /// ```
 pub trait IteratorExt: Iterator + Sized {
     /// See [`for_each_scoped`].
@@ -86,11 +148,15 @@ pub trait IteratorExt: Iterator + Sized {
     }
 
     /// See [`try_for_each_scoped`].
+    ///
+    /// # Errors
+    ///
+    /// As [`try_for_each_scoped`].
     #[inline]
     fn try_for_each_scoped<'env, E>(
         self,
         f: impl FnMut(&mut Scope<'env>, Self::Item) -> Result<(), E>,
-    ) -> Result<(), E> {
+    ) -> Result<(), ScopeError<E>> {
         try_for_each_scoped(self, f)
     }
 }

@@ -54,7 +54,7 @@ fn try_stops_at_the_first_error_after_that_iterations_closures() {
             Ok(())
         }
     });
-    assert_eq!(result, Err("item 2".to_string()));
+    assert_eq!(result.unwrap_err().into_body_error().unwrap(), "item 2");
     assert_eq!(
         events.ran(),
         [100, 0, 101, 1, 102, 2],
@@ -66,11 +66,11 @@ fn try_stops_at_the_first_error_after_that_iterations_closures() {
 #[test]
 fn try_returns_ok_when_every_iteration_succeeds() {
     let closed = Cell::new(0);
-    let result: Result<(), ()> = (0..5).try_for_each_scoped(|s, _| {
+    let result = (0..5).try_for_each_scoped(|s, _| {
         s.defer(|| closed.set(closed.get() + 1));
-        Ok(())
+        Ok::<(), ()>(())
     });
-    assert_eq!(result, Ok(()));
+    assert!(result.is_ok());
     assert_eq!(closed.get(), 5);
 }
 

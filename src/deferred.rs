@@ -1,0 +1,118 @@
+//! The kinds of deferred closures a scope holds, and what a drain tells them.
+//!
+//! Plain closures only run. Fallible ones report their error, and outcome-aware ones run or
+//! not depending on how the scope ended; both need a [`DrainContext`], which a scope provides
+//! only once it holds such a closure, so that scopes without them never pay for it.
+
+use alloc::vec::Vec;
+use core::marker::PhantomData;
+
+use crate::error::BoxError;
+
+/// How the scope's body ended, as far as outcome-aware closures are concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Left normally, or returned `Ok`.
+    Success,
+    /// Returned `Err`, or panicked.
+    Failure,
+}
+
+/// What one drain of a scope tells its closures, and collects from them.
+#[derive(Debug)]
+pub(crate) struct DrainContext {
+    pub(crate) outcome: Outcome,
+    /// Errors of fallible closures, in the order they happened.
+    pub(crate) errors: Vec<BoxError>,
+    /// Closures that panicked.
+    pub(crate) panics: usize,
+}
+
+impl DrainContext {
+    pub(crate) fn new(outcome: Outcome) -> Self {
+        DrainContext {
+            outcome,
+            errors: Vec::new(),
+            panics: 0,
+        }
+    }
+}
+
+/// A closure as stored in a scope.
+pub(crate) trait Deferred {
+    /// Runs the closure where no context exists: only plain closures are ever run this way.
+    fn run(self);
+    /// Runs (or drops) the closure with what the drain knows.
+    fn run_in(self, context: &mut DrainContext);
+}
+
+/// `FnOnce()`: always runs.
+pub(crate) struct Plain<F>(pub(crate) F);
+
+impl<F: FnOnce()> Deferred for Plain<F> {
+    #[inline(always)]
+    fn run(self) {
+        (self.0)()
+    }
+
+    #[inline(always)]
+    fn run_in(self, _: &mut DrainContext) {
+        (self.0)()
+    }
+}
+
+/// `FnOnce() -> Result<(), E>`: always runs; its error is collected.
+pub(crate) struct Fallible<F, E>(pub(crate) F, pub(crate) PhantomData<fn() -> E>);
+
+impl<F, E> Deferred for Fallible<F, E>
+where
+    F: FnOnce() -> Result<(), E>,
+    E: Into<BoxError>,
+{
+    fn run(self) {
+        // Unreachable: a scope drains with a context once it holds a fallible closure. If it
+        // ever were reached, losing the error silently would be the worst answer.
+        if let Err(error) = (self.0)() {
+            panic!(
+                "a cleanup failed where its error cannot be reported: {}",
+                error.into()
+            );
+        }
+    }
+
+    fn run_in(self, context: &mut DrainContext) {
+        if let Err(error) = (self.0)() {
+            context.errors.push(error.into());
+        }
+    }
+}
+
+/// Runs only if the scope failed (Zig's `errdefer`).
+pub(crate) struct OnFailure<F>(pub(crate) F);
+
+impl<F: FnOnce()> Deferred for OnFailure<F> {
+    fn run(self) {
+        // Without a context the scope ended normally: nothing to roll back.
+    }
+
+    fn run_in(self, context: &mut DrainContext) {
+        if context.outcome == Outcome::Failure {
+            (self.0)()
+        }
+    }
+}
+
+/// Runs only if the scope succeeded.
+pub(crate) struct OnSuccess<F>(pub(crate) F);
+
+impl<F: FnOnce()> Deferred for OnSuccess<F> {
+    fn run(self) {
+        (self.0)()
+    }
+
+    fn run_in(self, context: &mut DrainContext) {
+        if context.outcome == Outcome::Success {
+            (self.0)()
+        }
+    }
+}

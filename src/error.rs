@@ -1,0 +1,238 @@
+//! Errors: failed cleanups, scopes whose body or cleanups failed, and rejected closures.
+
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+use core::error::Error;
+use core::fmt;
+
+/// The error type of a failed cleanup, as collected by a [`Scope`](crate::Scope).
+pub type BoxError = Box<dyn Error + Send + Sync + 'static>;
+
+/// Every error returned by the fallible cleanups of one scope, in the order they happened
+/// (which is the reverse of registration). Never empty.
+///
+/// `Display` lists all of them; [`source`](Error::source) is the first.
+///
+/// ```
+/// use scoped_defer::Scope;
+///
+/// let mut scope: Scope<'_> = Scope::new();
+/// scope.defer_fallible(|| Err::<(), _>("flush failed"));
+/// scope.defer_fallible(|| Err::<(), _>("unlock failed"));
+/// let errors = scope.finish().unwrap_err();
+/// assert_eq!(errors.len(), 2);
+/// assert_eq!(errors.to_string(), "2 cleanups failed: unlock failed; flush failed");
+/// ```
+pub struct CleanupErrors(Vec<BoxError>);
+
+impl CleanupErrors {
+    /// Wraps `errors`; `None` if there are none.
+    pub(crate) fn from_vec(errors: Vec<BoxError>) -> Option<Self> {
+        (!errors.is_empty()).then_some(CleanupErrors(errors))
+    }
+
+    /// The number of errors (at least one).
+    #[allow(clippy::len_without_is_empty)] // never empty
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The first error to happen.
+    #[must_use]
+    pub fn first(&self) -> &(dyn Error + Send + Sync + 'static) {
+        &*self.0[0]
+    }
+
+    /// The errors, in the order they happened.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &(dyn Error + Send + Sync + 'static)> {
+        self.0.iter().map(|e| &**e)
+    }
+
+    /// The errors, in the order they happened.
+    #[must_use]
+    pub fn into_vec(self) -> Vec<BoxError> {
+        self.0
+    }
+}
+
+impl fmt::Debug for CleanupErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(&self.0).finish()
+    }
+}
+
+impl fmt::Display for CleanupErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &*self.0 {
+            [only] => write!(f, "cleanup failed: {only}"),
+            all => {
+                write!(f, "{} cleanups failed: ", all.len())?;
+                for (i, error) in all.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str("; ")?;
+                    }
+                    write!(f, "{error}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Error for CleanupErrors {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        Some(self.first())
+    }
+}
+
+impl IntoIterator for CleanupErrors {
+    type Item = BoxError;
+    type IntoIter = alloc::vec::IntoIter<BoxError>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+/// Why [`try_scope`](crate::try_scope) (or
+/// [`try_for_each_scoped`](crate::try_for_each_scoped)) failed.
+///
+/// Following Java's try-with-resources, the body's error is the primary one and the errors of
+/// cleanups that failed after it are kept as *suppressed*; if the body succeeded, the cleanup
+/// errors are the error.
+///
+/// `ScopeError<E>` implements [`Error`] when `E` does, so `?` converts it into
+/// `Box<dyn Error>` or `anyhow::Error`. To get the body's own error type back, use
+/// [`into_body_error`](ScopeError::into_body_error) or match on the variants.
+///
+/// ```
+/// use scoped_defer::{ScopeError, try_scope};
+///
+/// let result: Result<(), ScopeError<&str>> = try_scope(|s| {
+///     s.defer_fallible(|| Err::<(), _>("close failed"));
+///     Err("write failed")
+/// });
+/// let error = result.unwrap_err();
+/// assert_eq!(error.body_error(), Some(&"write failed"));
+/// assert_eq!(error.cleanup_errors().unwrap().first().to_string(), "close failed");
+/// ```
+#[derive(Debug)]
+pub enum ScopeError<E> {
+    /// The body returned an error; cleanups that failed afterwards are attached.
+    Body {
+        /// The body's error: the primary one.
+        error: E,
+        /// Errors of cleanups that failed after the body did.
+        suppressed: Option<CleanupErrors>,
+    },
+    /// The body succeeded, but at least one cleanup failed.
+    Cleanup(CleanupErrors),
+}
+
+impl<E> ScopeError<E> {
+    /// The body's error, if the body failed.
+    pub fn body_error(&self) -> Option<&E> {
+        match self {
+            ScopeError::Body { error, .. } => Some(error),
+            ScopeError::Cleanup(_) => None,
+        }
+    }
+
+    /// The errors of failed cleanups: the suppressed ones if the body failed too.
+    pub fn cleanup_errors(&self) -> Option<&CleanupErrors> {
+        match self {
+            ScopeError::Body { suppressed, .. } => suppressed.as_ref(),
+            ScopeError::Cleanup(errors) => Some(errors),
+        }
+    }
+
+    /// The body's error, or the cleanup errors if only cleanups failed.
+    ///
+    /// # Errors
+    ///
+    /// The cleanup errors, when the body itself succeeded.
+    pub fn into_body_error(self) -> Result<E, CleanupErrors> {
+        match self {
+            ScopeError::Body { error, .. } => Ok(error),
+            ScopeError::Cleanup(errors) => Err(errors),
+        }
+    }
+}
+
+impl<E> From<CleanupErrors> for ScopeError<E> {
+    fn from(errors: CleanupErrors) -> Self {
+        ScopeError::Cleanup(errors)
+    }
+}
+
+impl<E: fmt::Display> fmt::Display for ScopeError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ScopeError::Body {
+                error,
+                suppressed: None,
+            } => write!(f, "{error}"),
+            ScopeError::Body {
+                error,
+                suppressed: Some(s),
+            } => {
+                write!(f, "{error} (and {s})")
+            }
+            ScopeError::Cleanup(errors) => write!(f, "{errors}"),
+        }
+    }
+}
+
+impl<E: Error + 'static> Error for ScopeError<E> {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            // The message already shows the body's error; its cause comes next.
+            ScopeError::Body { error, .. } => error.source(),
+            ScopeError::Cleanup(errors) => errors.source(),
+        }
+    }
+}
+
+/// [`Scope::try_defer`](crate::Scope::try_defer) was refused because the scope's limit of
+/// pending closures was reached. The closure is handed back, neither run nor dropped.
+///
+/// ```
+/// let mut scope: scoped_defer::Scope<'_> = scoped_defer::Scope::with_limit(1);
+/// scope.try_defer(|| ()).unwrap();
+/// let refused = scope.try_defer(|| ()).unwrap_err();
+/// assert_eq!(refused.limit(), 1);
+/// let closure = refused.into_closure(); // still ours to run or drop
+/// closure();
+/// ```
+#[derive(thiserror::Error)]
+#[error("the scope already holds its limit of {limit} pending closures")]
+pub struct LimitExceeded<F> {
+    closure: F,
+    limit: usize,
+}
+
+impl<F> LimitExceeded<F> {
+    pub(crate) fn new(closure: F, limit: usize) -> Self {
+        LimitExceeded { closure, limit }
+    }
+
+    /// The limit that was reached.
+    #[must_use]
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// The refused closure, neither run nor dropped.
+    pub fn into_closure(self) -> F {
+        self.closure
+    }
+}
+
+impl<F> fmt::Debug for LimitExceeded<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LimitExceeded")
+            .field("limit", &self.limit)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,117 @@
+//! [`Stats`]: how a scope was used, to make a Go-style pile-up of deferred closures visible.
+
+/// How a scope (or a loop's scope, over all its iterations) has been used.
+///
+/// Tracked by scopes created with [`Scope::with_stats`](crate::Scope::with_stats) or
+/// [`Scope::with_limit`](crate::Scope::with_limit); the counters are updated when closures
+/// run, are dismissed or taken, never per registration, so tracking costs nothing on the hot
+/// path.
+///
+/// # Finding closures that pile up
+///
+/// Go's `defer` in a loop holds one record per iteration until the function returns. The same
+/// bug with a [`Scope`](crate::Scope) shows as a `high_water` that grows with the input. Run
+/// the code twice with inputs of different sizes and compare:
+///
+/// ```
+/// use scoped_defer::{for_each_scoped_in, Scope};
+///
+/// fn process(items: u32, scope: &mut Scope<'_>) {
+///     // The bug: every item defers into the one function-wide scope.
+///     for _ in 0..items {
+///         scope.defer(|| ());
+///     }
+/// }
+///
+/// let high_water = |items| {
+///     let mut scope: Scope<'_> = Scope::with_stats();
+///     process(items, &mut scope);
+///     scope.run_now();
+///     scope.stats().unwrap().high_water
+/// };
+/// assert_eq!((high_water(10), high_water(1000)), (10, 1000)); // grows with the input: a pile-up
+///
+/// // The fix: a scope per item. The high-water mark no longer depends on the input.
+/// let fixed = |items| {
+///     let mut scope: Scope<'_> = Scope::with_stats();
+///     for_each_scoped_in(&mut scope, 0..items, |s, _| s.defer(|| ()));
+///     scope.stats().unwrap().high_water
+/// };
+/// assert_eq!((fixed(10), fixed(1000)), (1, 1));
+/// ```
+///
+/// To stop a pile-up instead of measuring it, create the scope
+/// [`with_limit`](crate::Scope::with_limit).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Closures accepted: `ran + dismissed + taken + pending`.
+    pub registered: u64,
+    /// Closures run (including outcome-aware ones that decided not to act).
+    pub ran: u64,
+    /// Closures dropped unrun by `dismiss`.
+    pub dismissed: u64,
+    /// Closures moved to another scope by `take`.
+    pub taken: u64,
+    /// Closures refused by `try_defer` at the limit.
+    pub refused: u64,
+    /// Closures pending now.
+    pub pending: usize,
+    /// The most closures pending at once.
+    pub high_water: usize,
+    /// Whether the stack has moved to the heap.
+    pub spilled: bool,
+    /// Bytes of heap the stack holds (zero while inline); boxed closures not included.
+    pub heap_bytes: usize,
+    /// Closures that panicked.
+    pub panics: u64,
+    /// Errors returned by fallible closures.
+    pub errors: u64,
+}
+
+/// The counters behind [`Stats`].
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Counters {
+    ran: u64,
+    dismissed: u64,
+    taken: u64,
+    pub(crate) refused: u64,
+    high_water: usize,
+    panics: u64,
+    errors: u64,
+}
+
+impl Counters {
+    pub(crate) fn drained(&mut self, pending: usize, panics: usize, errors: usize) {
+        self.high_water = self.high_water.max(pending);
+        self.ran += pending as u64;
+        self.panics += panics as u64;
+        self.errors += errors as u64;
+    }
+
+    pub(crate) fn dismissed(&mut self, pending: usize) {
+        self.high_water = self.high_water.max(pending);
+        self.dismissed += pending as u64;
+    }
+
+    pub(crate) fn taken(&mut self, pending: usize) {
+        self.high_water = self.high_water.max(pending);
+        self.taken += pending as u64;
+    }
+
+    pub(crate) fn snapshot(&self, pending: usize, spilled: bool, heap_bytes: usize) -> Stats {
+        Stats {
+            registered: self.ran + self.dismissed + self.taken + pending as u64,
+            ran: self.ran,
+            dismissed: self.dismissed,
+            taken: self.taken,
+            refused: self.refused,
+            pending,
+            high_water: self.high_water.max(pending),
+            spilled,
+            heap_bytes,
+            panics: self.panics,
+            errors: self.errors,
+        }
+    }
+}
