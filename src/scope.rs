@@ -573,19 +573,25 @@ impl<'env, const N: usize> Scope<'env, N> {
     #[cold]
     fn drain_in(&mut self, outcome: Outcome) -> Drained {
         let pending = self.arena.len();
+        if let Some(extras) = self.arena.extras_mut() {
+            // Every pending closure is consumed from here on, even if one panics.
+            extras.needs_context = false;
+            if let Some(counters) = &mut extras.counters {
+                counters.ran(pending);
+            }
+        }
         let mut context = DrainContext::new(outcome);
         #[cfg(feature = "std")]
         let panic = self.arena.run_all_caught_in(&mut context);
         #[cfg(not(feature = "std"))]
         self.arena.run_all_in(&mut context);
         if let Some(extras) = self.arena.extras_mut() {
-            extras.needs_context = false;
             #[cfg(feature = "std")]
             {
                 extras.panic_state = None;
             }
             if let Some(counters) = &mut extras.counters {
-                counters.drained(pending, context.panics, context.errors.len());
+                counters.failed(context.panics, context.errors.len());
             }
         }
         Drained {

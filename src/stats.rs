@@ -82,9 +82,12 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
-    pub(crate) fn drained(&mut self, pending: usize, panics: usize, errors: usize) {
+    pub(crate) fn ran(&mut self, pending: usize) {
         self.high_water = self.high_water.max(pending);
         self.ran += pending as u64;
+    }
+
+    pub(crate) fn failed(&mut self, panics: usize, errors: usize) {
         self.panics += panics as u64;
         self.errors += errors as u64;
     }

@@ -1,0 +1,171 @@
+//! Limits on pending closures, and the stats that make a pile-up visible.
+mod common;
+
+use common::{Events, panic_message, quiet_panics};
+use scoped_defer::{Scope, Stats, for_each_scoped_in, try_for_each_scoped_in};
+
+#[test]
+fn defer_past_the_limit_panics_and_drops_the_closure_unrun() {
+    quiet_panics();
+    for limit in [0, 3, 8, 9, 20] {
+        let events = Events::new();
+        let mut scope: Scope<'_> = Scope::with_limit(limit);
+        for id in 0..limit as u32 {
+            let token = events.token(id);
+            scope.defer(move || token.ran());
+        }
+        assert_eq!(scope.len(), limit);
+        let token = events.token(999);
+        let message = panic_message(|| scope.defer(move || token.ran())).expect("a panic");
+        assert!(
+            message.contains(&format!("limit of {limit} pending closures")),
+            "{message}"
+        );
+        assert_eq!(
+            events.dropped(),
+            [999],
+            "limit {limit}: the refused closure was dropped"
+        );
+        assert_eq!(scope.len(), limit);
+        drop(scope);
+        assert_eq!(events.ran(), (0..limit as u32).rev().collect::<Vec<_>>());
+        events.assert_each_dropped_once((0..limit as u32).chain([999]));
+    }
+}
+
+#[test]
+fn try_defer_hands_the_closure_back_neither_run_nor_dropped() {
+    let events = Events::new();
+    let mut scope: Scope<'_> = Scope::with_limit(1);
+    let first = events.token(0);
+    scope.try_defer(move || first.ran()).unwrap();
+    let second = events.token(1);
+    let refused = scope.try_defer(move || second.ran()).unwrap_err();
+    assert_eq!(refused.limit(), 1);
+    assert_eq!(
+        refused.to_string(),
+        "the scope already holds its limit of 1 pending closures"
+    );
+    assert!(events.all().is_empty(), "neither run nor dropped");
+    refused.into_closure()();
+    assert_eq!(events.ran(), [1]);
+    scope.run_now();
+    let token = events.token(2);
+    assert!(
+        scope.try_defer(move || token.ran()).is_ok(),
+        "room again after run_now"
+    );
+    drop(scope);
+    assert_eq!(events.ran(), [1, 0, 2]);
+}
+
+#[test]
+fn the_limit_applies_to_every_kind_of_closure() {
+    quiet_panics();
+    let mut scope: Scope<'_> = Scope::with_limit(2);
+    scope.defer_fallible(|| Ok::<(), &str>(()));
+    scope.defer_on_error(|| ());
+    assert!(panic_message(|| scope.defer_on_success(|| ())).is_some());
+    assert!(panic_message(|| scope.defer_fallible(|| Ok::<(), &str>(()))).is_some());
+    assert_eq!(scope.len(), 2);
+}
+
+#[test]
+fn stats_count_what_happened_to_every_closure() {
+    quiet_panics();
+    let mut scope: Scope<'_, 4> = Scope::with_limit(10);
+    assert_eq!(scope.stats().unwrap(), Stats::default());
+    for _ in 0..6 {
+        scope.defer(|| ());
+    }
+    scope.defer_fallible(|| Err::<(), _>("e1"));
+    scope.defer(|| panic!("p1"));
+    assert!(panic_message(|| drop(scope.try_run_now())).is_some());
+    for _ in 0..2 {
+        scope.defer(|| ());
+    }
+    scope.dismiss();
+    scope.defer(|| ());
+    let taken = scope.take();
+    scope.defer(|| ());
+    for _ in 0..9 {
+        scope.defer(|| ());
+    }
+    assert!(scope.try_defer(|| ()).is_err());
+    let stats = scope.stats().unwrap();
+    assert_eq!(stats.ran, 8);
+    assert_eq!(stats.dismissed, 2);
+    assert_eq!(stats.taken, 1);
+    assert_eq!(stats.refused, 1);
+    assert_eq!(stats.pending, 10);
+    assert_eq!(stats.registered, 8 + 2 + 1 + 10);
+    assert_eq!(stats.high_water, 10);
+    // Without `std` the panic propagates uncaught, so nothing counts it, and the error
+    // collected before it is lost with it.
+    let with_std = u64::from(cfg!(feature = "std"));
+    assert_eq!((stats.panics, stats.errors), (with_std, with_std));
+    assert!(stats.spilled);
+    assert!(stats.heap_bytes >= 10 * 32, "{}", stats.heap_bytes);
+    assert!(taken.stats().is_none(), "a taken scope tracks nothing");
+}
+
+#[test]
+fn scopes_without_tracking_have_no_stats() {
+    let scope: Scope<'_> = Scope::new();
+    assert!(scope.stats().is_none());
+    assert_eq!(scope.limit(), None);
+}
+
+#[test]
+fn loop_stats_cover_every_iteration_and_reveal_no_pile_up() {
+    let mut scope: Scope<'_> = Scope::with_stats();
+    for_each_scoped_in(&mut scope, 0..100, |s, i| {
+        for _ in 0..(i % 5) {
+            s.defer(|| ());
+        }
+    });
+    let stats = scope.stats().unwrap();
+    assert_eq!(stats.ran, (0..100).map(|i| i % 5).sum::<u64>());
+    assert_eq!(stats.high_water, 4, "the largest iteration, not the sum");
+}
+
+#[test]
+fn a_limit_stops_a_pile_up_in_a_loop() {
+    quiet_panics();
+    // The Go bug: closures registered in a loop on a scope that outlives it.
+    let message = panic_message(|| {
+        let mut outer: Scope<'_> = Scope::with_limit(100);
+        for _ in 0..10_000 {
+            outer.defer(|| ());
+        }
+    });
+    assert!(
+        message.unwrap().contains("for_each_scoped"),
+        "the message suggests the fix"
+    );
+
+    // The same loop with a scope per iteration never comes near the limit.
+    let mut scope: Scope<'_> = Scope::with_limit(1);
+    let result = try_for_each_scoped_in(&mut scope, 0..10_000, |s, _| {
+        s.try_defer(|| ()).map_err(|refused| refused.limit())
+    });
+    assert!(result.is_ok());
+    assert_eq!(scope.stats().unwrap().high_water, 1);
+}
+
+#[test]
+fn extras_added_after_closures_keep_them_in_order() {
+    let events = Events::new();
+    let mut scope: Scope<'_, 2> = Scope::new();
+    for id in 0..2 {
+        let token = events.token(id);
+        scope.defer(move || token.ran());
+    }
+    scope.on_error(|_| ());
+    let token = events.token(2);
+    scope.defer(move || token.ran());
+    assert_eq!(scope.len(), 3);
+    drop(scope);
+    assert_eq!(events.ran(), [2, 1, 0]);
+    events.assert_each_dropped_once(0..3);
+}
