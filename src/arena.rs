@@ -666,3 +666,10 @@ pub(crate) fn drop_payload(mut payload: Box<dyn core::any::Any + Send>) {
         payload = next;
     }
 }
+
+// SAFETY: a `SendScope` owns a `Scope` that, by `SendScope`'s invariant, holds only `Send`
+// closures and a `Send` error handler: every `SendScope` method that stores something requires
+// `Send`, and the inner scope is never lent out (only given up by `into_local`). The rest of
+// what a scope owns (its storage, the static shim tables, limits, counters) is `Send`, so
+// moving it to another thread moves nothing that must stay.
+unsafe impl<const N: usize> Send for crate::SendScope<'_, N> {}

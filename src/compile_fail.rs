@@ -30,6 +30,36 @@
 //! std::thread::spawn(move || drop(scope));
 //! ```
 //!
+//! So a future that holds one across an `.await` is not `Send` either (use
+//! [`SendScope`](crate::SendScope) there):
+//!
+//! ```compile_fail
+//! fn assert_send<T: Send>(_: T) {}
+//! assert_send(async {
+//!     let mut scope: scoped_defer::Scope<'static> = scoped_defer::Scope::new();
+//!     scope.defer(|| ());
+//!     std::future::ready(()).await;
+//!     drop(scope);
+//! });
+//! ```
+//!
+//! The same future with a `SendScope` is `Send`, but a `SendScope` refuses a closure that is
+//! not:
+//!
+//! ```compile_fail,E0277
+//! let mut scope: scoped_defer::SendScope<'static> = scoped_defer::SendScope::new();
+//! let shared = std::rc::Rc::new(());
+//! scope.defer(move || drop(shared));
+//! ```
+//!
+//! Nor can it take a handler that is not `Send`:
+//!
+//! ```compile_fail,E0277
+//! let mut scope: scoped_defer::SendScope<'static> = scoped_defer::SendScope::new();
+//! let shared = std::rc::Rc::new(());
+//! scope.on_error(move |_| drop(shared.clone()));
+//! ```
+//!
 //! Nor `Sync`:
 //!
 //! ```compile_fail,E0277

@@ -87,6 +87,7 @@ mod error;
 mod guard;
 mod loops;
 mod scope;
+mod send_scope;
 mod stats;
 
 pub use error::{BoxError, CleanupErrors, LimitExceeded, ScopeError};
@@ -96,6 +97,7 @@ pub use loops::{
     IteratorExt, for_each_scoped, for_each_scoped_in, try_for_each_scoped, try_for_each_scoped_in,
 };
 pub use scope::{Scope, scope, try_scope};
+pub use send_scope::SendScope;
 pub use stats::Stats;
 
 #[cfg(doctest)]

@@ -1,7 +1,7 @@
 //! Limits on pending closures, and the stats that make a pile-up visible.
 mod common;
 
-use common::{Events, panic_message, quiet_panics};
+use common::{Events, panic_message, quiet_panics, scaled};
 use scoped_defer::{Scope, Stats, for_each_scoped_in, try_for_each_scoped_in};
 
 #[test]
@@ -135,7 +135,7 @@ fn a_limit_stops_a_pile_up_in_a_loop() {
     // The Go bug: closures registered in a loop on a scope that outlives it.
     let message = panic_message(|| {
         let mut outer: Scope<'_> = Scope::with_limit(100);
-        for _ in 0..10_000 {
+        for _ in 0..scaled(10_000) {
             outer.defer(|| ());
         }
     });
@@ -146,7 +146,7 @@ fn a_limit_stops_a_pile_up_in_a_loop() {
 
     // The same loop with a scope per iteration never comes near the limit.
     let mut scope: Scope<'_> = Scope::with_limit(1);
-    let result = try_for_each_scoped_in(&mut scope, 0..10_000, |s, _| {
+    let result = try_for_each_scoped_in(&mut scope, 0..scaled(10_000), |s, _| {
         s.try_defer(|| ()).map_err(|refused| refused.limit())
     });
     assert!(result.is_ok());
