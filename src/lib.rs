@@ -43,8 +43,15 @@
 //!   ([`run_now`](Scope::run_now)), dismissed ([`dismiss`](Scope::dismiss)) or handed to the
 //!   caller ([`take`](Scope::take)). Closures of up to three machine words are stored inline:
 //!   no heap allocation per closure, and none at all for up to `N` (default 8) pending ones.
-//! - [`scope`], [`for_each_scoped`], [`try_for_each_scoped`] and [`IteratorExt`]: a function
-//!   scope, and loops whose iterations each get their own scope, reusing its storage.
+//! - [`scope`], [`try_scope`], [`for_each_scoped`], [`try_for_each_scoped`] (and their `_in`
+//!   forms, with a scope of your own) and [`IteratorExt`]: a function scope, and loops whose
+//!   iterations each get their own scope, reusing its storage.
+//! - Cleanups that can fail ([`Scope::defer_fallible`]): their errors are returned by
+//!   [`Scope::finish`] and [`try_scope`] ([`CleanupErrors`], [`ScopeError`]) or handed to an
+//!   [`on_error`](Scope::on_error) handler, never lost. Cleanups that depend on the outcome
+//!   ([`Scope::defer_on_error`], Zig's `errdefer`, and [`Scope::defer_on_success`]).
+//! - [`Scope::with_limit`] and [`Stats`]: stop or measure closures that pile up.
+//! - [`SendScope`]: a scope for `Send` closures that is itself `Send`.
 //!
 //! # Guarantees
 //!
@@ -54,6 +61,7 @@
 //! - A panicking closure does not stop the others; the first panic then resumes with its
 //!   original payload. When a scope is dropped during an unwind, its closures' panics are
 //!   caught so that the original unwind continues instead of aborting (`std` feature).
+//! - The error of a failed cleanup is returned, handed to a handler, or raised: never dropped.
 //!
 //! # Crate features
 //!
