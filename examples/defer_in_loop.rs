@@ -141,6 +141,25 @@ impl Tracker {
         }
     }
 
+    /// What a strategy did, sampled once more now that it is done.
+    fn report(
+        &self,
+        name: &'static str,
+        processed: usize,
+        start: Instant,
+        error: Option<io::Error>,
+    ) -> Report {
+        self.sample();
+        Report {
+            name,
+            processed,
+            peak_open: self.peak(),
+            peak_pending: self.peak_pending.get(),
+            elapsed: start.elapsed(),
+            error,
+        }
+    }
+
     /// Peak open files: the larger of the kernel's count (which cannot be read once the
     /// process is out of descriptors) and the program's own.
     fn peak(&self) -> usize {
@@ -179,14 +198,12 @@ fn go_style(paths: &[PathBuf]) -> Report {
         }
         tracker.sample(); // the peak: right before the function-wide scope ends
     });
-    Report {
-        name: "go-style: one scope for the whole loop",
+    tracker.report(
+        "go-style: one scope for the whole loop",
         processed,
-        peak_open: tracker.peak(),
-        peak_pending: tracker.peak_pending.get(),
-        elapsed: start.elapsed(),
+        start,
         error,
-    }
+    )
 }
 
 fn scoped_loop(paths: &[PathBuf]) -> Report {
@@ -207,15 +224,12 @@ fn scoped_loop(paths: &[PathBuf]) -> Report {
         // The body's `io::Error`; these cleanups cannot fail, but a cleanup error would do too.
         error = Some(e.into_body_error().unwrap_or_else(io::Error::other));
     }
-    tracker.sample();
-    Report {
-        name: "try_for_each_scoped: a scope per iteration",
+    tracker.report(
+        "try_for_each_scoped: a scope per iteration",
         processed,
-        peak_open: tracker.peak(),
-        peak_pending: tracker.peak_pending.get(),
-        elapsed: start.elapsed(),
+        start,
         error,
-    }
+    )
 }
 
 fn block_guard(paths: &[PathBuf]) -> Report {
@@ -240,15 +254,7 @@ fn block_guard(paths: &[PathBuf]) -> Report {
         processed += 1;
         // `file` closes here, then the guard runs: both at the end of this iteration.
     }
-    tracker.sample();
-    Report {
-        name: "defer! in the loop body",
-        processed,
-        peak_open: tracker.peak(),
-        peak_pending: tracker.peak_pending.get(),
-        elapsed: start.elapsed(),
-        error,
-    }
+    tracker.report("defer! in the loop body", processed, start, error)
 }
 
 fn make_files(dir: &Path, count: usize) -> io::Result<Vec<PathBuf>> {

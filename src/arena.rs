@@ -503,26 +503,44 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
     /// but with its storage (and extras).
     #[inline(always)]
     fn detach(&mut self, mode: Mode) -> Detached<'_, 'env> {
-        let (first, count) = if self.len & EXTRAS == 0 {
-            (0, mem::take(&mut self.len))
+        if self.len & EXTRAS == 0 {
+            let count = mem::take(&mut self.len);
+            // SAFETY: with the length zero, the arena will neither read nor drop the `count`
+            // initialised closures behind `as_mut_ptr()`, which stay valid and unaliased while
+            // `self` is mutably borrowed; `Detached` consumes each of them exactly once. A
+            // `Mode::RunIn` context is borrowed by the caller for at least as long.
+            unsafe { Detached::new(self.slots.as_mut_ptr(), count, mode) }
         } else {
-            // Keeps the flag and the extras slot.
-            (1, mem::replace(&mut self.len, EXTRAS | 1) & !EXTRAS)
-        };
-        // SAFETY: with the length cut back to the extras slot (if any), the arena will
-        // neither read nor drop the closures in `first..count`, which stay valid and
-        // unaliased while `self` is mutably borrowed; `Detached` consumes each of them
-        // exactly once. A `Mode::RunIn` context is borrowed by the caller for at least as long.
-        unsafe { Detached::new(self.slots.as_mut_ptr().add(first), count - first, mode) }
+            self.detach_after_extras(mode)
+        }
+    }
+
+    /// [`Arena::detach`] for an arena whose slot 0 holds the extras, which stay.
+    #[cold]
+    fn detach_after_extras(&mut self, mode: Mode) -> Detached<'_, 'env> {
+        let count = mem::replace(&mut self.len, EXTRAS | 1) & !EXTRAS;
+        // SAFETY: as in `detach`, for the closures in `1..count`; the length now covers only
+        // the extras slot.
+        unsafe { Detached::new(self.slots.as_mut_ptr().add(1), count - 1, mode) }
     }
 }
 
 impl<const N: usize, X> Drop for Arena<'_, N, X> {
+    #[inline(always)]
     fn drop(&mut self) {
         if self.len & EXTRAS != 0 {
-            // SAFETY: the arena has extras, owned by it and dropped only here.
-            unsafe { drop(Box::from_raw(*self.extras_slot_payload())) };
+            self.drop_extras();
         }
+    }
+}
+
+impl<const N: usize, X> Arena<'_, N, X> {
+    /// Out of line, so that dropping an arena without extras saves no registers.
+    #[cold]
+    #[inline(never)]
+    fn drop_extras(&mut self) {
+        // SAFETY: the arena has extras, owned by it and dropped only here (`Drop`).
+        unsafe { drop(Box::from_raw(*self.extras_slot_payload())) };
     }
 }
 
