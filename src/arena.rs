@@ -6,8 +6,9 @@
 //! most [`INLINE_WORDS`] words, alignment at most that of `usize`) is moved into it; any other
 //! closure is boxed and the box pointer is stored instead. The shims are monomorphised
 //! `unsafe fn`s that know which of the two they are looking at: one runs the closure (which
-//! consumes it), the other only drops it. Keeping both behind one `&'static` pointer costs a
-//! slot one word, and saves the run path a test of which to do.
+//! consumes it), one only drops it, and one runs it with what a drain knows (for fallible and
+//! outcome-aware closures). Keeping them behind one `&'static` pointer costs a slot one word,
+//! and saves the run path a test of which to do.
 //!
 //! Ownership protocol: a `Slot` owns its closure until it is consumed, exactly once, by
 //! [`Detached`]. `Slot` has no `Drop` impl on purpose: the [`Scope`](crate::Scope) decides when
@@ -24,7 +25,7 @@ use smallvec::SmallVec;
 use crate::deferred::{Deferred, DrainContext};
 
 /// Payload words stored inline; larger closures are boxed.
-pub(crate) const INLINE_WORDS: usize = 3;
+const INLINE_WORDS: usize = 3;
 
 type Payload = MaybeUninit<[usize; INLINE_WORDS]>;
 
@@ -133,7 +134,7 @@ static_assertions::assert_not_impl_any!(Slot<'static>: Send, Sync);
 
 impl<'env> Slot<'env> {
     /// Whether closures of type `F` are stored without a heap allocation.
-    pub(crate) const fn is_inline<F>() -> bool {
+    const fn is_inline<F>() -> bool {
         mem::size_of::<F>() <= mem::size_of::<Payload>()
             && mem::align_of::<F>() <= mem::align_of::<Payload>()
     }
@@ -550,7 +551,7 @@ impl<const N: usize, X> Arena<'_, N, X> {
 /// The hot path ([`Detached::consume_all`]) has no `catch_unwind`: if a closure panics, the
 /// unwinding drops this value, and its [`Drop`] consumes the remaining slots with every further
 /// panic caught, so the first payload is the one that keeps unwinding.
-pub(crate) struct Detached<'a, 'env> {
+struct Detached<'a, 'env> {
     /// Invariant: `base..end` are initialised slots that nothing else will consume.
     base: *mut Slot<'env>,
     end: *mut Slot<'env>,
