@@ -140,3 +140,20 @@ fn scope_returns_the_body_result_after_running_closures() {
     assert_eq!(value, 0, "the body ran before its closures");
     assert_eq!(events.ran(), [0]);
 }
+
+#[test]
+fn a_million_closures_in_one_scope_run_in_reverse_order() {
+    let count = common::scaled(1_000_000) as u32;
+    let next = std::cell::Cell::new(count);
+    let mut scope: Scope<'_> = Scope::new();
+    for id in 0..count {
+        let next = &next;
+        scope.defer(move || {
+            assert_eq!(next.get(), id + 1, "closure {id} ran out of order");
+            next.set(id);
+        });
+    }
+    assert_eq!(scope.len(), count as usize);
+    drop(scope);
+    assert_eq!(next.get(), 0, "every closure ran");
+}
