@@ -558,7 +558,11 @@ impl<'env, const N: usize> Scope<'env, N> {
     /// panics, and delivers their errors without panicking (the thread is unwinding).
     pub(crate) fn end_after_panic(&mut self) {
         if !self.arena.has_extras() {
-            // The scope's own drop, which comes next, runs the closures.
+            // Now, not when the scope ends: a loop's scope may outlive the caught panic.
+            #[cfg(feature = "std")]
+            self.arena.run_all_caught();
+            #[cfg(not(feature = "std"))]
+            self.arena.run_all();
             return;
         }
         let drained = self.drain_in(Outcome::Failure);

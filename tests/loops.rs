@@ -128,3 +128,24 @@ fn storage_grown_by_one_iteration_is_reused_by_the_next() {
         "{capacities:?}"
     );
 }
+
+#[test]
+fn a_panicking_body_runs_its_iterations_closures_even_when_the_scope_outlives_the_loop() {
+    quiet_panics();
+    let events = Events::new();
+    let mut scope: scoped_defer::Scope<'_> = scoped_defer::Scope::new();
+    let message = panic_message(|| {
+        scoped_defer::for_each_scoped_in(&mut scope, 0..5, |s, i| {
+            let token = events.token(i);
+            s.defer(move || token.ran());
+            assert!(i != 2, "body {i}");
+        });
+    });
+    assert_eq!(message.as_deref(), Some("body 2"));
+    assert!(
+        scope.is_empty(),
+        "the failed iteration's closures already ran"
+    );
+    assert_eq!(events.ran(), [0, 1, 2]);
+    events.assert_each_dropped_once(0..3);
+}
