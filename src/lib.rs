@@ -91,6 +91,7 @@ mod arena;
 #[cfg(doctest)]
 mod compile_fail;
 mod deferred;
+mod ending;
 mod error;
 mod guard;
 mod loops;
@@ -98,13 +99,14 @@ mod scope;
 mod send_scope;
 mod stats;
 
+pub use ending::try_scope;
 pub use error::{BoxError, CleanupErrors, LimitExceeded, ScopeError};
 #[doc(hidden)]
 pub use guard::__private;
 pub use loops::{
     IteratorExt, for_each_scoped, for_each_scoped_in, try_for_each_scoped, try_for_each_scoped_in,
 };
-pub use scope::{Scope, scope, try_scope};
+pub use scope::{Scope, scope};
 pub use send_scope::SendScope;
 pub use stats::Stats;
 

@@ -2,8 +2,8 @@
 
 use crate::Scope;
 use crate::deferred::Outcome;
+use crate::ending::{body_of, combine};
 use crate::error::ScopeError;
-use crate::scope::{body_of, combine};
 
 /// Calls `f` for every item with a scope whose closures run at the end of that iteration,
 /// before the next item is pulled from the iterator.

@@ -1,13 +1,13 @@
-//! [`Scope`]: a dynamic LIFO stack of deferred closures with inline storage.
+//! [`Scope`]: a dynamic LIFO stack of deferred closures with inline storage. How a scope with
+//! fallible or outcome-aware closures ends is in `ending.rs`.
 
 use alloc::boxed::Box;
-use alloc::vec::Vec;
 use core::fmt;
 use core::marker::PhantomData;
 
 use crate::arena::Arena;
-use crate::deferred::{Deferred, DrainContext, Fallible, OnFailure, OnSuccess, Outcome, Plain};
-use crate::error::{BoxError, CleanupErrors, LimitExceeded, ScopeError};
+use crate::deferred::{Deferred, Fallible, OnFailure, OnSuccess, Outcome, Plain};
+use crate::error::{BoxError, CleanupErrors, LimitExceeded};
 #[cfg(feature = "std")]
 use crate::guard::__private::PanicState;
 use crate::stats::{Counters, Stats};
@@ -41,7 +41,7 @@ use crate::stats::{Counters, Stats};
 /// # Errors, outcomes, limits and stats
 ///
 /// A cleanup that can fail is registered with [`defer_fallible`](Scope::defer_fallible); its
-/// error is never lost: [`finish`](Scope::finish) and [`try_scope`] return every error, and a
+/// error is never lost: [`finish`](Scope::finish) and [`try_scope`](crate::try_scope) return every error, and a
 /// scope that is dropped (or [`run_now`](Scope::run_now)) with failed cleanups hands them to
 /// its [`on_error`](Scope::on_error) handler, or panics if it has none.
 /// [`defer_on_error`](Scope::defer_on_error) and [`defer_on_success`](Scope::defer_on_success)
@@ -80,7 +80,7 @@ use crate::stats::{Counters, Stats};
 /// [`run_now`]: Scope::run_now
 pub struct Scope<'env, const N: usize = 8> {
     /// The closures, and what only some scopes need (allocated the first time one does).
-    arena: Arena<'env, N, Extras<'env>>,
+    pub(crate) arena: Arena<'env, N, Extras<'env>>,
 }
 
 static_assertions::assert_not_impl_any!(Scope<'static>: Send, Sync);
@@ -89,19 +89,19 @@ static_assertions::const_assert!(
 );
 
 /// Limits, stats, error handling, and the state of fallible and outcome-aware closures.
-struct Extras<'env> {
+pub(crate) struct Extras<'env> {
     /// Most closures that may be pending at once.
-    limit: usize,
+    pub(crate) limit: usize,
     /// Present when the scope was created to track stats.
-    counters: Option<Counters>,
-    on_error: Option<Box<dyn FnMut(BoxError) + 'env>>,
+    pub(crate) counters: Option<Counters>,
+    pub(crate) on_error: Option<Box<dyn FnMut(BoxError) + 'env>>,
     /// Whether a pending closure is fallible or outcome-aware, so that drains must give
     /// closures a [`DrainContext`].
-    needs_context: bool,
+    pub(crate) needs_context: bool,
     /// Whether the thread was panicking when the first pending outcome-aware closure was
     /// registered: a drop during a panic that began later is a failure.
     #[cfg(feature = "std")]
-    panic_state: Option<PanicState>,
+    pub(crate) panic_state: Option<PanicState>,
     /// Ties the handler's lifetime to the scope's.
     _env: PhantomData<&'env ()>,
 }
@@ -118,14 +118,6 @@ impl Extras<'_> {
             _env: PhantomData,
         }
     }
-}
-
-/// What a drain with context left behind.
-struct Drained {
-    errors: Vec<BoxError>,
-    /// The first panic of a closure, caught so that the errors can be delivered first.
-    #[cfg(feature = "std")]
-    panic: Option<Box<dyn core::any::Any + Send>>,
 }
 
 impl<'env, const N: usize> Scope<'env, N> {
@@ -189,7 +181,7 @@ impl<'env, const N: usize> Scope<'env, N> {
     /// them: when the scope is dropped, and from [`run_now`](Scope::run_now). Without a
     /// handler, such errors make the scope panic once all its closures have run (or, if the
     /// thread is already panicking, are printed to standard error), so they are never lost
-    /// in silence. [`finish`](Scope::finish) and [`try_scope`] return errors instead.
+    /// in silence. [`finish`](Scope::finish) and [`try_scope`](crate::try_scope) return errors instead.
     ///
     /// ```
     /// use std::cell::RefCell;
@@ -263,7 +255,7 @@ impl<'env, const N: usize> Scope<'env, N> {
     }
 
     /// Registers a cleanup that can fail. Its error is kept: [`finish`](Scope::finish) and
-    /// [`try_scope`] return it, and a dropped scope hands it to its
+    /// [`try_scope`](crate::try_scope) return it, and a dropped scope hands it to its
     /// [`on_error`](Scope::on_error) handler (or panics without one). This is what Go's
     /// `defer f.Close()` loses.
     ///
@@ -289,7 +281,7 @@ impl<'env, const N: usize> Scope<'env, N> {
         self.push(Fallible(f, PhantomData));
     }
 
-    /// Registers `f` to run only if the scope fails: inside [`try_scope`] or
+    /// Registers `f` to run only if the scope fails: inside [`try_scope`](crate::try_scope) or
     /// [`try_for_each_scoped`](crate::try_for_each_scoped), if the body returns `Err` or
     /// panics; for a scope that is simply dropped, if a panic that began after this call is
     /// unwinding. Zig's `errdefer`: undo a step only if a later one fails.
@@ -538,104 +530,6 @@ impl<'env, const N: usize> Scope<'env, N> {
         self.end_with(Outcome::Success)
     }
 
-    /// Runs every closure with the given outcome and returns the errors; the first panic of a
-    /// closure resumes after the errors are delivered to the handler (or printed).
-    pub(crate) fn end_with(&mut self, outcome: Outcome) -> Result<(), CleanupErrors> {
-        if !self.arena.has_extras() {
-            self.arena.run_all();
-            return Ok(());
-        }
-        let drained = self.drain_in(outcome);
-        #[cfg(feature = "std")]
-        if let Some(payload) = drained.panic {
-            self.report(drained.errors, false);
-            std::panic::resume_unwind(payload);
-        }
-        CleanupErrors::from_vec(drained.errors).map_or(Ok(()), Err)
-    }
-
-    /// Ends the scope of a body that panicked: runs every closure as failed, catching their
-    /// panics, and delivers their errors without panicking (the thread is unwinding).
-    pub(crate) fn end_after_panic(&mut self) {
-        if !self.arena.has_extras() {
-            // Now, not when the scope ends: a loop's scope may outlive the caught panic.
-            #[cfg(feature = "std")]
-            self.arena.run_all_caught();
-            #[cfg(not(feature = "std"))]
-            self.arena.run_all();
-            return;
-        }
-        let drained = self.drain_in(Outcome::Failure);
-        #[cfg(feature = "std")]
-        if let Some(payload) = drained.panic {
-            crate::arena::drop_payload(payload);
-        }
-        self.report(drained.errors, false);
-    }
-
-    /// Runs every closure with a context and records what happened.
-    #[cold]
-    fn drain_in(&mut self, outcome: Outcome) -> Drained {
-        let pending = self.arena.len();
-        if let Some(extras) = self.arena.extras_mut() {
-            // Every pending closure is consumed from here on, even if one panics.
-            extras.needs_context = false;
-            if let Some(counters) = &mut extras.counters {
-                counters.ran(pending);
-            }
-        }
-        let mut context = DrainContext::new(outcome);
-        #[cfg(feature = "std")]
-        let panic = self.arena.run_all_caught_in(&mut context);
-        #[cfg(not(feature = "std"))]
-        self.arena.run_all_in(&mut context);
-        if let Some(extras) = self.arena.extras_mut() {
-            #[cfg(feature = "std")]
-            {
-                extras.panic_state = None;
-            }
-            if let Some(counters) = &mut extras.counters {
-                counters.failed(context.panics, context.errors.len());
-            }
-        }
-        Drained {
-            errors: context.errors,
-            #[cfg(feature = "std")]
-            panic,
-        }
-    }
-
-    /// Delivers what a drain left when nobody can return it: errors to the handler (or a
-    /// panic without one), then the first closure panic.
-    #[track_caller]
-    fn deliver(&mut self, drained: Drained) {
-        #[cfg(feature = "std")]
-        if let Some(payload) = drained.panic {
-            self.report(drained.errors, false);
-            std::panic::resume_unwind(payload);
-        }
-        self.report(drained.errors, true);
-    }
-
-    /// Hands errors to the handler; without one, panics if `may_panic`, else prints them (with
-    /// `std`) so that they are not lost in silence.
-    #[track_caller]
-    fn report(&mut self, errors: Vec<BoxError>, may_panic: bool) {
-        if errors.is_empty() {
-            return;
-        }
-        if let Some(handler) = self.arena.extras_mut().and_then(|e| e.on_error.as_mut()) {
-            errors.into_iter().for_each(handler);
-            return;
-        }
-        let errors = CleanupErrors::from_vec(errors).expect("not empty");
-        if may_panic {
-            panic!("{errors} (set a handler with Scope::on_error, or end the scope with finish())");
-        }
-        #[cfg(feature = "std")]
-        std::eprintln!("scoped-defer: {errors}, while the thread was already panicking");
-    }
-
     /// Drops every pending closure without running it (captures are dropped, last registered
     /// first). Like [`run_now`](Scope::run_now), a panic while dropping does not stop the rest.
     ///
@@ -750,42 +644,6 @@ impl<const N: usize> Drop for Scope<'_, N> {
     }
 }
 
-impl<const N: usize> Scope<'_, N> {
-    #[cold]
-    #[inline(never)]
-    fn drop_with_extras(&mut self) {
-        if self.arena.len() == 0 {
-            return;
-        }
-        #[cfg(feature = "std")]
-        {
-            let failed = self
-                .arena
-                .extras()
-                .and_then(|e| e.panic_state)
-                .is_some_and(PanicState::unwinding_since);
-            let drained = self.drain_in(if failed {
-                Outcome::Failure
-            } else {
-                Outcome::Success
-            });
-            if std::thread::panicking() {
-                if let Some(payload) = drained.panic {
-                    crate::arena::drop_payload(payload);
-                }
-                self.report(drained.errors, false);
-            } else {
-                self.deliver(drained);
-            }
-        }
-        #[cfg(not(feature = "std"))]
-        {
-            let drained = self.drain_in(Outcome::Success);
-            self.deliver(drained);
-        }
-    }
-}
-
 impl<const N: usize> fmt::Debug for Scope<'_, N> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Scope")
@@ -826,66 +684,4 @@ impl<const N: usize> fmt::Debug for Scope<'_, N> {
 pub fn scope<'env, R>(f: impl FnOnce(&mut Scope<'env>) -> R) -> R {
     let mut scope = Scope::new();
     f(&mut scope)
-}
-
-/// Runs `f` with a fresh [`Scope`], then its closures, and reports how both went: the body's
-/// error first, with any cleanup errors attached as suppressed (Java's rule); if the body
-/// succeeded, the cleanup errors are the error. Closures registered with
-/// [`defer_on_error`](Scope::defer_on_error) run if the body returns `Err` or panics.
-///
-/// # Errors
-///
-/// [`ScopeError::Body`] if `f` returned `Err`; [`ScopeError::Cleanup`] if `f` succeeded but a
-/// fallible cleanup failed.
-///
-/// ```
-/// use scoped_defer::{ScopeError, try_scope};
-///
-/// let result = try_scope(|s| {
-///     s.defer_fallible(|| Err::<(), _>("flush failed"));
-///     Ok::<_, std::io::Error>("written")
-/// });
-/// match result {
-///     Err(ScopeError::Cleanup(errors)) => assert_eq!(errors.first().to_string(), "flush failed"),
-///     other => panic!("unexpected: {other:?}"),
-/// }
-/// ```
-pub fn try_scope<'env, T, E>(
-    f: impl FnOnce(&mut Scope<'env>) -> Result<T, E>,
-) -> Result<T, ScopeError<E>> {
-    let mut scope = Scope::new();
-    let result = body_of(&mut scope, f);
-    let outcome = if result.is_ok() {
-        Outcome::Success
-    } else {
-        Outcome::Failure
-    };
-    let cleanup = scope.end_with(outcome);
-    combine(result, cleanup)
-}
-
-/// Runs a body on `scope`; if the body panics, the scope's closures run as failed.
-pub(crate) fn body_of<'env, const N: usize, R>(
-    scope: &mut Scope<'env, N>,
-    f: impl FnOnce(&mut Scope<'env, N>) -> R,
-) -> R {
-    let mut guard = scopeguard::guard(scope, |scope| scope.end_after_panic());
-    let result = f(&mut **guard);
-    scopeguard::ScopeGuard::into_inner(guard);
-    result
-}
-
-/// Java's rule: the body's error is primary, cleanup errors are suppressed.
-pub(crate) fn combine<T, E>(
-    body: Result<T, E>,
-    cleanup: Result<(), CleanupErrors>,
-) -> Result<T, ScopeError<E>> {
-    match (body, cleanup) {
-        (Ok(value), Ok(())) => Ok(value),
-        (Ok(_), Err(errors)) => Err(ScopeError::Cleanup(errors)),
-        (Err(error), cleanup) => Err(ScopeError::Body {
-            error,
-            suppressed: cleanup.err(),
-        }),
-    }
 }
