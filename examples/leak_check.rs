@@ -1,5 +1,5 @@
-//! The seed article finds Go's defer-in-a-loop leak with pprof and `runtime.MemStats`: memory
-//! that grows with the input. Here the same bug is found through a scope's stats (the pending
+//! In Go, a defer-in-a-loop leak is found with pprof and `runtime.MemStats`: memory that grows
+//! with the input. Here the same bug is found through a scope's stats (the pending
 //! closures' high-water mark grows with the input) and then stopped by a limit.
 //!
 //! Usage: `cargo run --example leak_check`. Exits non-zero if the leak is not found or stopped.

@@ -1,4 +1,4 @@
-//! The seed article's `mu.Lock(); defer mu.Unlock()`, in Rust. Four threads increment a
+//! Go's `mu.Lock(); defer mu.Unlock()`, in Rust. Four threads increment a
 //! counter under a lock, three ways: the idiomatic `MutexGuard` (RAII is a block-scoped
 //! defer), `defer!` around a lock with explicit `unlock`, and a `Scope` that owns the guard.
 //! One increment in each run panics mid-section: the lock must still be released.

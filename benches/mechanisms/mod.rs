@@ -135,7 +135,7 @@ impl SpinLock {
     }
 }
 
-/// The seed article's table: lock, critical section, unlock, with and without defers.
+/// Go's classic benchmark: lock, critical section, unlock, with and without defers.
 pub mod locked {
     use super::*;
 
