@@ -489,15 +489,14 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
     }
 
     /// Runs every pending closure, last first, catching and dropping every panic: for a scope
-    /// dropped while its thread is already unwinding. Returns the number of panics.
+    /// dropped while its thread is already unwinding.
     #[cfg(feature = "std")]
     #[cold]
-    pub(crate) fn run_all_caught(&mut self) -> usize {
-        let (first, caught) = self.detach(Mode::Run).consume_all_caught();
+    pub(crate) fn run_all_caught(&mut self) {
+        let (first, _) = self.detach(Mode::Run).consume_all_caught();
         if let Some(payload) = first {
             drop_payload(payload);
         }
-        caught
     }
 
     /// Hands every pending closure to a [`Detached`] and leaves the arena without closures

@@ -28,12 +28,8 @@ impl<'env, const N: usize> Scope<'env, N> {
             return Ok(());
         }
         let drained = self.drain_in(outcome);
-        #[cfg(feature = "std")]
-        if let Some(payload) = drained.panic {
-            self.report(drained.errors, false);
-            std::panic::resume_unwind(payload);
-        }
-        CleanupErrors::from_vec(drained.errors).map_or(Ok(()), Err)
+        let errors = self.resume_panic(drained);
+        CleanupErrors::from_vec(errors).map_or(Ok(()), Err)
     }
 
     /// Ends the scope of a body that panicked: runs every closure as failed, catching their
@@ -48,11 +44,7 @@ impl<'env, const N: usize> Scope<'env, N> {
             return;
         }
         let drained = self.drain_in(Outcome::Failure);
-        #[cfg(feature = "std")]
-        if let Some(payload) = drained.panic {
-            crate::arena::drop_payload(payload);
-        }
-        self.report(drained.errors, false);
+        self.settle_while_unwinding(drained);
     }
 
     /// Runs every closure with a context and records what happened.
@@ -91,12 +83,28 @@ impl<'env, const N: usize> Scope<'env, N> {
     /// panic without one), then the first closure panic.
     #[track_caller]
     pub(crate) fn deliver(&mut self, drained: Drained) {
+        let errors = self.resume_panic(drained);
+        self.report(errors, true);
+    }
+
+    /// Resumes the first closure panic, if any, once the errors (which can then not be
+    /// returned) are delivered; otherwise hands the errors back.
+    fn resume_panic(&mut self, drained: Drained) -> Vec<BoxError> {
         #[cfg(feature = "std")]
         if let Some(payload) = drained.panic {
             self.report(drained.errors, false);
             std::panic::resume_unwind(payload);
         }
-        self.report(drained.errors, true);
+        drained.errors
+    }
+
+    /// Disposes of what a drain left while the thread is unwinding, where a panic would abort.
+    fn settle_while_unwinding(&mut self, drained: Drained) {
+        #[cfg(feature = "std")]
+        if let Some(payload) = drained.panic {
+            crate::arena::drop_payload(payload);
+        }
+        self.report(drained.errors, false);
     }
 
     /// Hands errors to the handler; without one, panics if `may_panic`, else prints them (with
@@ -127,29 +135,24 @@ impl<const N: usize> Scope<'_, N> {
             return;
         }
         #[cfg(feature = "std")]
-        {
-            let failed = self
-                .arena
+        let (failed, unwinding) = (
+            self.arena
                 .extras()
                 .and_then(|e| e.panic_state)
-                .is_some_and(PanicState::unwinding_since);
-            let drained = self.drain_in(if failed {
-                Outcome::Failure
-            } else {
-                Outcome::Success
-            });
-            if std::thread::panicking() {
-                if let Some(payload) = drained.panic {
-                    crate::arena::drop_payload(payload);
-                }
-                self.report(drained.errors, false);
-            } else {
-                self.deliver(drained);
-            }
-        }
+                .is_some_and(PanicState::unwinding_since),
+            std::thread::panicking(),
+        );
+        // Without `std` a scope cannot tell that it is unwinding.
         #[cfg(not(feature = "std"))]
-        {
-            let drained = self.drain_in(Outcome::Success);
+        let (failed, unwinding) = (false, false);
+        let drained = self.drain_in(if failed {
+            Outcome::Failure
+        } else {
+            Outcome::Success
+        });
+        if unwinding {
+            self.settle_while_unwinding(drained);
+        } else {
             self.deliver(drained);
         }
     }

@@ -102,8 +102,6 @@ pub(crate) struct Extras<'env> {
     /// registered: a drop during a panic that began later is a failure.
     #[cfg(feature = "std")]
     pub(crate) panic_state: Option<PanicState>,
-    /// Ties the handler's lifetime to the scope's.
-    _env: PhantomData<&'env ()>,
 }
 
 impl Extras<'_> {
@@ -115,7 +113,6 @@ impl Extras<'_> {
             needs_context: false,
             #[cfg(feature = "std")]
             panic_state: None,
-            _env: PhantomData,
         }
     }
 }
@@ -241,14 +238,11 @@ impl<'env, const N: usize> Scope<'env, N> {
     /// assert_eq!(scope.stats().unwrap().refused, 1);
     /// ```
     pub fn try_defer<F: FnOnce() + 'env>(&mut self, f: F) -> Result<(), LimitExceeded<F>> {
-        let pending = self.arena.len();
-        if let Some(extras) = self.arena.extras_mut() {
-            if pending >= extras.limit {
-                if let Some(counters) = &mut extras.counters {
-                    counters.refused += 1;
-                }
-                return Err(LimitExceeded::new(f, extras.limit));
+        if let Some(limit) = reached_limit(&self.arena) {
+            if let Some(counters) = self.arena.extras_mut().and_then(|e| e.counters.as_mut()) {
+                counters.refused += 1;
             }
+            return Err(LimitExceeded::new(f, limit));
         }
         self.push(Plain(f));
         Ok(())
@@ -338,10 +332,8 @@ impl<'env, const N: usize> Scope<'env, N> {
     #[track_caller]
     fn push<D: Deferred + 'env>(&mut self, deferred: D) {
         self.arena.push(deferred, |arena| {
-            if let Some(extras) = arena.extras() {
-                if arena.len() >= extras.limit {
-                    limit_reached(extras.limit);
-                }
+            if let Some(limit) = reached_limit(arena) {
+                limit_reached(limit);
             }
         });
     }
@@ -605,6 +597,14 @@ impl<'env, const N: usize> Scope<'env, N> {
         }
         taken
     }
+}
+
+/// The scope's limit, if its pending closures have reached it.
+fn reached_limit<const N: usize>(arena: &Arena<'_, N, Extras<'_>>) -> Option<usize> {
+    arena
+        .extras()
+        .map(|e| e.limit)
+        .filter(|&limit| arena.len() >= limit)
 }
 
 /// Panics for a closure past the scope's limit; out of line so that `defer` stays small.

@@ -149,3 +149,31 @@ fn a_scope_growing_to_a_thousand_allocates_logarithmically() {
     // 8 inline, then 16, 32, ..., 1024 on the heap: 7 allocations.
     assert_eq!(count, 7);
 }
+
+#[test]
+fn the_optional_features_allocate_once_per_scope() {
+    let sum = Cell::new(0);
+    let limited = allocations_of(|| {
+        let mut scope: Scope<'_> = Scope::with_limit(100);
+        for i in 0..7 {
+            scope.defer(small_closure(&sum, i, 0));
+        }
+        scope.run_now();
+        for i in 0..7 {
+            scope.defer(small_closure(&sum, i, 0));
+        }
+    });
+    assert_eq!(limited, 1, "the limit and stats, once");
+    let fallible = allocations_of(|| {
+        let mut scope: Scope<'_> = Scope::new();
+        for _ in 0..3 {
+            scope.defer_fallible(|| Ok::<(), std::io::Error>(()));
+            scope.defer_on_error(|| ());
+        }
+        scope.finish().unwrap();
+    });
+    assert_eq!(
+        fallible, 1,
+        "the state of fallible and outcome-aware closures, once"
+    );
+}
