@@ -1,6 +1,7 @@
 //! The kinds of deferred closures a scope holds, and what a drain tells them.
 //!
-//! Plain closures only run. Fallible ones report their error, and outcome-aware ones run or
+//! What is deferred is a [`Call`]: a closure, or a value held by the scope with the closure
+//! that gets it back ([`Held`]). Plain ones only run. Fallible ones report their error, and outcome-aware ones run or
 //! not depending on how the scope ended; both need a [`DrainContext`], which a scope provides
 //! only once it holds such a closure, so that scopes without them never pay for it.
 
@@ -38,6 +39,36 @@ impl DrainContext {
     }
 }
 
+/// Something to call once: a closure, or a held value with its cleanup.
+pub(crate) trait Call {
+    type Output;
+    fn call(self) -> Self::Output;
+}
+
+impl<F: FnOnce() -> O, O> Call for F {
+    type Output = O;
+
+    #[inline(always)]
+    fn call(self) -> O {
+        self()
+    }
+}
+
+/// A value the scope holds, lent out until the scope ends, then given to `cleanup`.
+pub(crate) struct Held<T, C> {
+    pub(crate) value: T,
+    pub(crate) cleanup: C,
+}
+
+impl<T, C: FnOnce(T) -> O, O> Call for Held<T, C> {
+    type Output = O;
+
+    #[inline(always)]
+    fn call(self) -> O {
+        (self.cleanup)(self.value)
+    }
+}
+
 /// A closure as stored in a scope.
 pub(crate) trait Deferred {
     /// Runs the closure where no context exists: only plain closures are ever run this way.
@@ -46,33 +77,33 @@ pub(crate) trait Deferred {
     fn run_in(self, context: &mut DrainContext);
 }
 
-/// `FnOnce()`: always runs.
+/// Always runs.
 pub(crate) struct Plain<F>(pub(crate) F);
 
-impl<F: FnOnce()> Deferred for Plain<F> {
+impl<F: Call<Output = ()>> Deferred for Plain<F> {
     #[inline(always)]
     fn run(self) {
-        (self.0)()
+        self.0.call()
     }
 
     #[inline(always)]
     fn run_in(self, _: &mut DrainContext) {
-        (self.0)()
+        self.0.call()
     }
 }
 
-/// `FnOnce() -> Result<(), E>`: always runs; its error is collected.
+/// Returns `Result<(), E>`: always runs; its error is collected.
 pub(crate) struct Fallible<F, E>(pub(crate) F, pub(crate) PhantomData<fn() -> E>);
 
 impl<F, E> Deferred for Fallible<F, E>
 where
-    F: FnOnce() -> Result<(), E>,
+    F: Call<Output = Result<(), E>>,
     E: Into<BoxError>,
 {
     fn run(self) {
         // Unreachable: a scope drains with a context once it holds a fallible closure. If it
         // ever were reached, losing the error silently would be the worst answer.
-        if let Err(error) = (self.0)() {
+        if let Err(error) = self.0.call() {
             panic!(
                 "a cleanup failed where its error cannot be reported: {}",
                 error.into()
@@ -81,7 +112,7 @@ where
     }
 
     fn run_in(self, context: &mut DrainContext) {
-        if let Err(error) = (self.0)() {
+        if let Err(error) = self.0.call() {
             context.errors.push(error.into());
         }
     }
@@ -90,14 +121,14 @@ where
 /// Runs only if the scope failed (Zig's `errdefer`).
 pub(crate) struct OnFailure<F>(pub(crate) F);
 
-impl<F: FnOnce()> Deferred for OnFailure<F> {
+impl<F: Call<Output = ()>> Deferred for OnFailure<F> {
     fn run(self) {
         // Without a context the scope ended normally: nothing to roll back.
     }
 
     fn run_in(self, context: &mut DrainContext) {
         if context.outcome == Outcome::Failure {
-            (self.0)()
+            self.0.call()
         }
     }
 }
@@ -105,14 +136,14 @@ impl<F: FnOnce()> Deferred for OnFailure<F> {
 /// Runs only if the scope succeeded.
 pub(crate) struct OnSuccess<F>(pub(crate) F);
 
-impl<F: FnOnce()> Deferred for OnSuccess<F> {
+impl<F: Call<Output = ()>> Deferred for OnSuccess<F> {
     fn run(self) {
-        (self.0)()
+        self.0.call()
     }
 
     fn run_in(self, context: &mut DrainContext) {
         if context.outcome == Outcome::Success {
-            (self.0)()
+            self.0.call()
         }
     }
 }

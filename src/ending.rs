@@ -53,7 +53,7 @@ impl<'env, const N: usize> Scope<'env, N> {
         let pending = self.arena.len();
         if let Some(extras) = self.arena.extras_mut() {
             // Every pending closure is consumed from here on, even if one panics.
-            extras.needs_context = false;
+            extras.needs_context.set(false);
             if let Some(counters) = &mut extras.counters {
                 counters.ran(pending);
             }
@@ -66,7 +66,7 @@ impl<'env, const N: usize> Scope<'env, N> {
         if let Some(extras) = self.arena.extras_mut() {
             #[cfg(feature = "std")]
             {
-                extras.panic_state = None;
+                extras.panic_state.set(None);
             }
             if let Some(counters) = &mut extras.counters {
                 counters.failed(context.panics, context.errors.len());
@@ -138,7 +138,7 @@ impl<const N: usize> Scope<'_, N> {
         let (failed, unwinding) = (
             self.arena
                 .extras()
-                .and_then(|e| e.panic_state)
+                .and_then(|e| e.panic_state.get())
                 .is_some_and(PanicState::unwinding_since),
             std::thread::panicking(),
         );

@@ -2,11 +2,13 @@
 //! fallible or outcome-aware closures ends is in `ending.rs`.
 
 use alloc::boxed::Box;
+use core::cell::Cell;
 use core::fmt;
 use core::marker::PhantomData;
+use core::ptr::NonNull;
 
 use crate::arena::Arena;
-use crate::deferred::{Deferred, Fallible, OnFailure, OnSuccess, Outcome, Plain};
+use crate::deferred::{Call, Deferred, Fallible, Held, OnFailure, OnSuccess, Outcome, Plain};
 use crate::error::{BoxError, CleanupErrors, LimitExceeded};
 #[cfg(feature = "std")]
 use crate::guard::__private::PanicState;
@@ -85,7 +87,7 @@ pub struct Scope<'env, const N: usize = 8> {
 
 static_assertions::assert_not_impl_any!(Scope<'static>: Send, Sync);
 static_assertions::const_assert!(
-    core::mem::size_of::<Scope<'static, 8>>() <= (8 * 4 + 2) * core::mem::size_of::<usize>()
+    core::mem::size_of::<Scope<'static, 8>>() <= (8 * 4 + 5) * core::mem::size_of::<usize>()
 );
 
 /// Limits, stats, error handling, and the state of fallible and outcome-aware closures.
@@ -94,14 +96,16 @@ pub(crate) struct Extras<'env> {
     pub(crate) limit: usize,
     /// Present when the scope was created to track stats.
     pub(crate) counters: Option<Counters>,
+    /// Closures refused by `try_defer` at the limit (registration goes through `&self`).
+    pub(crate) refused: Cell<u64>,
     pub(crate) on_error: Option<Box<dyn FnMut(BoxError) + 'env>>,
     /// Whether a pending closure is fallible or outcome-aware, so that drains must give
-    /// closures a [`DrainContext`].
-    pub(crate) needs_context: bool,
+    /// closures a [`DrainContext`](crate::deferred::DrainContext).
+    pub(crate) needs_context: Cell<bool>,
     /// Whether the thread was panicking when the first pending outcome-aware closure was
     /// registered: a drop during a panic that began later is a failure.
     #[cfg(feature = "std")]
-    pub(crate) panic_state: Option<PanicState>,
+    pub(crate) panic_state: Cell<Option<PanicState>>,
 }
 
 impl Extras<'_> {
@@ -109,10 +113,11 @@ impl Extras<'_> {
         Extras {
             limit: usize::MAX,
             counters: None,
+            refused: Cell::new(0),
             on_error: None,
-            needs_context: false,
+            needs_context: Cell::new(false),
             #[cfg(feature = "std")]
-            panic_state: None,
+            panic_state: Cell::new(None),
         }
     }
 }
@@ -220,7 +225,7 @@ impl<'env, const N: usize> Scope<'env, N> {
     /// ```
     #[inline]
     #[track_caller]
-    pub fn defer<F: FnOnce() + 'env>(&mut self, f: F) {
+    pub fn defer<F: FnOnce() + 'env>(&self, f: F) {
         self.push(Plain(f));
     }
 
@@ -237,10 +242,10 @@ impl<'env, const N: usize> Scope<'env, N> {
     /// assert_eq!(refused.limit(), 0);
     /// assert_eq!(scope.stats().unwrap().refused, 1);
     /// ```
-    pub fn try_defer<F: FnOnce() + 'env>(&mut self, f: F) -> Result<(), LimitExceeded<F>> {
+    pub fn try_defer<F: FnOnce() + 'env>(&self, f: F) -> Result<(), LimitExceeded<F>> {
         if let Some(limit) = reached_limit(&self.arena) {
-            if let Some(counters) = self.arena.extras_mut().and_then(|e| e.counters.as_mut()) {
-                counters.refused += 1;
+            if let Some(extras) = self.arena.extras() {
+                extras.refused.set(extras.refused.get() + 1);
             }
             return Err(LimitExceeded::new(f, limit));
         }
@@ -266,13 +271,121 @@ impl<'env, const N: usize> Scope<'env, N> {
     /// assert_eq!(errors.first().to_string(), "sync failed");
     /// ```
     #[track_caller]
-    pub fn defer_fallible<F, E>(&mut self, f: F)
+    pub fn defer_fallible<F, E>(&self, f: F)
     where
         F: FnOnce() -> Result<(), E> + 'env,
         E: Into<BoxError> + 'env,
     {
-        self.extras_mut().needs_context = true;
-        self.push(Fallible(f, PhantomData));
+        self.push_fallible(f);
+    }
+
+    /// Moves `value` into the scope and lends it back: Go's `f := open(); defer f.Close()`,
+    /// with `f` still usable. When the scope ends, `cleanup` gets the value back, in the same
+    /// last-in, first-out order as every other closure.
+    ///
+    /// The reference lives as long as the borrow of the scope, so several held values can be
+    /// used at once and more closures registered meanwhile; ending the scope early
+    /// ([`run_now`](Scope::run_now), [`dismiss`](Scope::dismiss), [`take`](Scope::take),
+    /// [`finish`](Scope::finish)) needs the references gone. A held value never moves while it
+    /// is lent out. Like a closure, a value that fits in three machine words together with
+    /// `cleanup`'s captures costs no allocation; a larger one is boxed once.
+    ///
+    /// If the scope is [dismissed](Scope::dismiss), the value is dropped without `cleanup`.
+    ///
+    /// # Panics
+    ///
+    /// As [`defer`](Scope::defer), past the scope's limit; `value` is dropped then.
+    ///
+    /// ```
+    /// use std::io::{Read, Seek, Write};
+    /// use scoped_defer::Scope;
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// let scope: Scope<'_> = Scope::new();
+    /// let file = scope.hold(tempfile::tempfile()?, drop);
+    /// file.write_all(b"deferred")?;
+    /// file.rewind()?;
+    /// let mut read = String::new();
+    /// file.read_to_string(&mut read)?;
+    /// assert_eq!(read, "deferred");
+    /// drop(scope); // closes the file
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// A held reference cannot outlive the scope's borrow:
+    ///
+    /// ```compile_fail,E0505
+    /// let scope: scoped_defer::Scope<'static> = scoped_defer::Scope::new();
+    /// let held = scope.hold(String::from("held"), drop);
+    /// drop(scope);
+    /// held.push('!');
+    /// ```
+    #[allow(clippy::mut_from_ref)] // each call lends a different slot, which never moves
+    #[inline]
+    #[track_caller]
+    pub fn hold<T, C>(&self, value: T, cleanup: C) -> &mut T
+    where
+        T: 'env,
+        C: FnOnce(T) + 'env,
+    {
+        let held = self.push(Plain(Held { value, cleanup }));
+        // SAFETY: `push` stored the `Held` at `held`, where it stays, untouched by the scope,
+        // until a drain consumes it; every drain takes `&mut self`, which cannot happen while
+        // the returned borrow of `self` lives. No other reference to this value exists.
+        unsafe { &mut (*held.as_ptr()).0.value }
+    }
+
+    /// Like [`hold`](Scope::hold), for a cleanup that can fail: its error is kept like that
+    /// of [`defer_fallible`](Scope::defer_fallible). This is how a file written through the
+    /// scope reports a failed `sync_all` instead of losing it.
+    ///
+    /// # Panics
+    ///
+    /// As [`defer`](Scope::defer), past the scope's limit.
+    ///
+    /// ```
+    /// use std::fs::File;
+    /// use std::io;
+    /// use std::path::PathBuf;
+    /// use scoped_defer::{ScopeError, try_for_each_scoped};
+    ///
+    /// fn copy_all(pairs: &[(PathBuf, PathBuf)]) -> Result<u64, ScopeError<io::Error>> {
+    ///     let mut total = 0;
+    ///     try_for_each_scoped(pairs, |s, (from, to)| {
+    ///         let src = s.hold(File::open(from)?, drop);
+    ///         let dst = s.hold_fallible(File::create(to)?, |f| f.sync_all());
+    ///         total += io::copy(src, dst)?;
+    ///         Ok::<_, io::Error>(())
+    ///     })?;
+    ///     Ok(total)
+    /// }
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = tempfile::tempdir()?;
+    /// let pairs: Vec<_> = (0..3)
+    ///     .map(|i| (dir.path().join(format!("{i}.in")), dir.path().join(format!("{i}.out"))))
+    ///     .collect();
+    /// for (from, _) in &pairs {
+    ///     std::fs::write(from, "twelve bytes")?;
+    /// }
+    /// assert_eq!(copy_all(&pairs)?, 36);
+    /// assert_eq!(std::fs::read_to_string(&pairs[2].1)?, "twelve bytes");
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[allow(clippy::mut_from_ref)] // as in `hold`
+    #[inline]
+    #[track_caller]
+    pub fn hold_fallible<T, C, E>(&self, value: T, cleanup: C) -> &mut T
+    where
+        T: 'env,
+        C: FnOnce(T) -> Result<(), E> + 'env,
+        E: Into<BoxError> + 'env,
+    {
+        let held = self.push_fallible(Held { value, cleanup });
+        // SAFETY: as in `hold`.
+        unsafe { &mut (*held.as_ptr()).0.value }
     }
 
     /// Registers `f` to run only if the scope fails: inside [`try_scope`](crate::try_scope) or
@@ -298,7 +411,7 @@ impl<'env, const N: usize> Scope<'env, N> {
     /// assert_eq!(*log.borrow(), ["create file", "delete file"]);
     /// ```
     #[track_caller]
-    pub fn defer_on_error<F: FnOnce() + 'env>(&mut self, f: F) {
+    pub fn defer_on_error<F: FnOnce() + 'env>(&self, f: F) {
         self.note_outcome_aware();
         self.push(OnFailure(f));
     }
@@ -323,32 +436,46 @@ impl<'env, const N: usize> Scope<'env, N> {
     /// assert!(committed.get());
     /// ```
     #[track_caller]
-    pub fn defer_on_success<F: FnOnce() + 'env>(&mut self, f: F) {
+    pub fn defer_on_success<F: FnOnce() + 'env>(&self, f: F) {
         self.note_outcome_aware();
         self.push(OnSuccess(f));
     }
 
     #[inline]
     #[track_caller]
-    fn push<D: Deferred + 'env>(&mut self, deferred: D) {
+    fn push<D: Deferred + 'env>(&self, deferred: D) -> NonNull<D> {
         self.arena.push(deferred, |arena| {
             if let Some(limit) = reached_limit(arena) {
                 limit_reached(limit);
             }
-        });
+        })
     }
 
-    fn note_outcome_aware(&mut self) {
-        let extras = self.extras_mut();
-        extras.needs_context = true;
+    #[track_caller]
+    fn push_fallible<K, E>(&self, cleanup: K) -> NonNull<Fallible<K, E>>
+    where
+        K: Call<Output = Result<(), E>> + 'env,
+        E: Into<BoxError> + 'env,
+    {
+        self.extras().needs_context.set(true);
+        self.push(Fallible(cleanup, PhantomData))
+    }
+
+    fn note_outcome_aware(&self) {
+        let extras = self.extras();
+        extras.needs_context.set(true);
         #[cfg(feature = "std")]
-        extras.panic_state.get_or_insert_with(PanicState::now);
+        if extras.panic_state.get().is_none() {
+            extras.panic_state.set(Some(PanicState::now()));
+        }
+    }
+
+    fn extras(&self) -> &Extras<'env> {
+        self.arena.extras_or_insert_with(Extras::new)
     }
 
     fn extras_mut(&mut self) -> &mut Extras<'env> {
-        if !self.arena.has_extras() {
-            self.arena.set_extras(Box::new(Extras::new()));
-        }
+        self.extras();
         self.arena.extras_mut().expect("just set")
     }
 
@@ -444,8 +571,13 @@ impl<'env, const N: usize> Scope<'env, N> {
     /// ```
     #[must_use]
     pub fn stats(&self) -> Option<Stats> {
-        let counters = self.arena.extras()?.counters.as_ref()?;
-        Some(counters.snapshot(self.len(), self.spilled(), self.arena.heap_bytes()))
+        let extras = self.arena.extras()?;
+        Some(extras.counters.as_ref()?.snapshot(
+            self.len(),
+            extras.refused.get(),
+            self.spilled(),
+            self.arena.heap_bytes(),
+        ))
     }
 
     /// Runs every pending closure now, last registered first. The scope stays usable and keeps
@@ -540,7 +672,7 @@ impl<'env, const N: usize> Scope<'env, N> {
     pub fn dismiss(&mut self) {
         let pending = self.arena.len();
         if let Some(extras) = self.arena.extras_mut() {
-            extras.needs_context = false;
+            extras.needs_context.set(false);
             if let Some(counters) = &mut extras.counters {
                 counters.dismissed(pending);
             }
@@ -578,22 +710,19 @@ impl<'env, const N: usize> Scope<'env, N> {
                 counters.taken(pending);
             }
             // The closures that need a context go, and their state with them.
-            extras.needs_context.then(|| {
-                extras.needs_context = false;
-                let mut moved = Extras::new();
-                moved.needs_context = true;
+            extras.needs_context.replace(false).then(|| {
+                let moved = Extras::new();
+                moved.needs_context.set(true);
                 #[cfg(feature = "std")]
-                {
-                    moved.panic_state = extras.panic_state.take();
-                }
-                Box::new(moved)
+                moved.panic_state.set(extras.panic_state.take());
+                moved
             })
         });
-        let mut taken = Scope {
+        let taken = Scope {
             arena: self.arena.take(),
         };
         if let Some(extras) = moved {
-            taken.arena.set_extras(extras);
+            taken.arena.extras_or_insert_with(|| extras);
         }
         taken
     }
@@ -627,8 +756,39 @@ impl<const N: usize> Default for Scope<'_, N> {
 
 impl<const N: usize> Drop for Scope<'_, N> {
     /// Runs every pending closure, last registered first.
-    #[inline]
+    #[inline(always)]
     fn drop(&mut self) {
+        // One test, inlined, for a scope that ends with nothing to run or free.
+        if !self.arena.is_unused() {
+            self.drop_pending();
+        }
+    }
+}
+
+/// Whether the thread is unwinding, where a panicking cleanup would abort.
+#[inline(always)]
+fn panicking() -> bool {
+    #[cfg(feature = "std")]
+    return std::thread::panicking();
+    #[cfg(not(feature = "std"))]
+    return false;
+}
+
+impl<const N: usize> Scope<'_, N> {
+    /// Out of line, so that dropping a scope stays one test where it is inlined.
+    #[inline(never)]
+    fn drop_pending(&mut self) {
+        // The common case first: every closure plain and inline, and no unwind in progress.
+        if self.arena.holds_only_inline() && !panicking() {
+            self.arena.run_all();
+        } else {
+            self.drop_slow();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn drop_slow(&mut self) {
         if self.arena.has_extras() {
             return self.drop_with_extras();
         }

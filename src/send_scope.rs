@@ -105,7 +105,7 @@ impl<'env, const N: usize> SendScope<'env, N> {
     /// ```
     #[inline]
     #[track_caller]
-    pub fn defer<F: FnOnce() + Send + 'env>(&mut self, f: F) {
+    pub fn defer<F: FnOnce() + Send + 'env>(&self, f: F) {
         self.inner.defer(f);
     }
 
@@ -119,7 +119,7 @@ impl<'env, const N: usize> SendScope<'env, N> {
     /// let mut scope: scoped_defer::SendScope<'_> = scoped_defer::SendScope::with_limit(0);
     /// assert!(scope.try_defer(|| ()).is_err());
     /// ```
-    pub fn try_defer<F: FnOnce() + Send + 'env>(&mut self, f: F) -> Result<(), LimitExceeded<F>> {
+    pub fn try_defer<F: FnOnce() + Send + 'env>(&self, f: F) -> Result<(), LimitExceeded<F>> {
         self.inner.try_defer(f)
     }
 
@@ -135,12 +135,65 @@ impl<'env, const N: usize> SendScope<'env, N> {
     /// assert_eq!(scope.finish().unwrap_err().len(), 1);
     /// ```
     #[track_caller]
-    pub fn defer_fallible<F, E>(&mut self, f: F)
+    pub fn defer_fallible<F, E>(&self, f: F)
     where
         F: FnOnce() -> Result<(), E> + Send + 'env,
         E: Into<BoxError> + 'env,
     {
         self.inner.defer_fallible(f);
+    }
+
+    /// See [`Scope::hold`]; the value and the cleanup must be `Send`.
+    ///
+    /// # Panics
+    ///
+    /// Past the scope's limit, as [`Scope::defer`].
+    ///
+    /// ```
+    /// let scope: scoped_defer::SendScope<'_> = scoped_defer::SendScope::new();
+    /// let buffer = scope.hold(Vec::new(), |buffer| assert_eq!(buffer, [1, 2]));
+    /// buffer.extend([1, 2]);
+    /// ```
+    ///
+    /// A value that is not `Send` is refused:
+    ///
+    /// ```compile_fail,E0277
+    /// let scope: scoped_defer::SendScope<'static> = scoped_defer::SendScope::new();
+    /// scope.hold(std::rc::Rc::new(()), drop);
+    /// ```
+    #[allow(clippy::mut_from_ref)] // as in `Scope::hold`
+    #[inline]
+    #[track_caller]
+    pub fn hold<T, C>(&self, value: T, cleanup: C) -> &mut T
+    where
+        T: Send + 'env,
+        C: FnOnce(T) + Send + 'env,
+    {
+        self.inner.hold(value, cleanup)
+    }
+
+    /// See [`Scope::hold_fallible`]; the value and the cleanup must be `Send`.
+    ///
+    /// # Panics
+    ///
+    /// Past the scope's limit, as [`Scope::defer`].
+    ///
+    /// ```
+    /// let scope: scoped_defer::SendScope<'_> = scoped_defer::SendScope::new();
+    /// let count = scope.hold_fallible(0, |count| if count == 3 { Ok(()) } else { Err("short") });
+    /// *count += 2;
+    /// assert_eq!(scope.finish().unwrap_err().first().to_string(), "short");
+    /// ```
+    #[allow(clippy::mut_from_ref)] // as in `Scope::hold`
+    #[inline]
+    #[track_caller]
+    pub fn hold_fallible<T, C, E>(&self, value: T, cleanup: C) -> &mut T
+    where
+        T: Send + 'env,
+        C: FnOnce(T) -> Result<(), E> + Send + 'env,
+        E: Into<BoxError> + 'env,
+    {
+        self.inner.hold_fallible(value, cleanup)
     }
 
     /// See [`Scope::defer_on_error`].
@@ -155,7 +208,7 @@ impl<'env, const N: usize> SendScope<'env, N> {
     /// assert!(scope.finish().is_ok());
     /// ```
     #[track_caller]
-    pub fn defer_on_error<F: FnOnce() + Send + 'env>(&mut self, f: F) {
+    pub fn defer_on_error<F: FnOnce() + Send + 'env>(&self, f: F) {
         self.inner.defer_on_error(f);
     }
 
@@ -175,7 +228,7 @@ impl<'env, const N: usize> SendScope<'env, N> {
     /// assert!(committed.load(Ordering::Relaxed));
     /// ```
     #[track_caller]
-    pub fn defer_on_success<F: FnOnce() + Send + 'env>(&mut self, f: F) {
+    pub fn defer_on_success<F: FnOnce() + Send + 'env>(&self, f: F) {
         self.inner.defer_on_success(f);
     }
 

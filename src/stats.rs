@@ -75,7 +75,6 @@ pub(crate) struct Counters {
     ran: u64,
     dismissed: u64,
     taken: u64,
-    pub(crate) refused: u64,
     high_water: usize,
     panics: u64,
     errors: u64,
@@ -102,13 +101,19 @@ impl Counters {
         self.taken += pending as u64;
     }
 
-    pub(crate) fn snapshot(&self, pending: usize, spilled: bool, heap_bytes: usize) -> Stats {
+    pub(crate) fn snapshot(
+        &self,
+        pending: usize,
+        refused: u64,
+        spilled: bool,
+        heap_bytes: usize,
+    ) -> Stats {
         Stats {
             registered: self.ran + self.dismissed + self.taken + pending as u64,
             ran: self.ran,
             dismissed: self.dismissed,
             taken: self.taken,
-            refused: self.refused,
+            refused,
             pending,
             high_water: self.high_water.max(pending),
             spilled,

@@ -58,7 +58,7 @@ fn eight_small_defers_allocate_nothing() {
     let sum = Cell::new(0);
     assert_eq!(size_of_val(&small_closure(&sum, 0, 0)), 24);
     let count = allocations_of(|| {
-        let mut scope: Scope<'_> = Scope::new();
+        let scope: Scope<'_> = Scope::new();
         for i in 0..8 {
             scope.defer(small_closure(&sum, i, 1));
         }
@@ -73,7 +73,7 @@ fn an_oversized_closure_allocates_exactly_once() {
     let sum = Cell::new(0);
     let big = [7u8; 1024];
     let count = allocations_of(|| {
-        let mut scope: Scope<'_> = Scope::new();
+        let scope: Scope<'_> = Scope::new();
         scope.defer(|| ());
         let sum = &sum;
         scope.defer(move || sum.set(big.iter().map(|&b| u64::from(b)).sum()));
@@ -89,7 +89,7 @@ fn an_over_aligned_closure_allocates_exactly_once() {
     let seen = Cell::new(0);
     let value = Aligned(5);
     let count = allocations_of(|| {
-        let mut scope: Scope<'_> = Scope::new();
+        let scope: Scope<'_> = Scope::new();
         let seen = &seen;
         scope.defer(move || {
             let value = value; // capture the whole over-aligned struct, not just its field
@@ -141,7 +141,7 @@ fn a_loop_with_many_defers_per_item_allocates_only_while_warming_up() {
 fn a_scope_growing_to_a_thousand_allocates_logarithmically() {
     let sum = Cell::new(0);
     let count = allocations_of(|| {
-        let mut scope: Scope<'_> = Scope::new();
+        let scope: Scope<'_> = Scope::new();
         for i in 0..1000 {
             scope.defer(small_closure(&sum, i, 0));
         }
@@ -165,7 +165,7 @@ fn the_optional_features_allocate_once_per_scope() {
     });
     assert_eq!(limited, 1, "the limit and stats, once");
     let fallible = allocations_of(|| {
-        let mut scope: Scope<'_> = Scope::new();
+        let scope: Scope<'_> = Scope::new();
         for _ in 0..3 {
             scope.defer_fallible(|| Ok::<(), std::io::Error>(()));
             scope.defer_on_error(|| ());

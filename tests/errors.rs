@@ -253,7 +253,7 @@ fn a_taken_scope_carries_its_fallible_closures() {
 
 #[test]
 fn cleanup_errors_convert_from_any_error_type() {
-    let mut scope: Scope<'_> = Scope::new();
+    let scope: Scope<'_> = Scope::new();
     scope.defer_fallible(|| Err::<(), _>(std::io::Error::other("io")));
     scope.defer_fallible(|| Err::<(), _>(String::from("string")));
     scope.defer_fallible(|| Err::<(), _>("str"));

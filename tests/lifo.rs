@@ -145,7 +145,7 @@ fn scope_returns_the_body_result_after_running_closures() {
 fn a_million_closures_in_one_scope_run_in_reverse_order() {
     let count = common::scaled(1_000_000) as u32;
     let next = std::cell::Cell::new(count);
-    let mut scope: Scope<'_> = Scope::new();
+    let scope: Scope<'_> = Scope::new();
     for id in 0..count {
         let next = &next;
         scope.defer(move || {

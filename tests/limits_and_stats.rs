@@ -9,7 +9,7 @@ fn defer_past_the_limit_panics_and_drops_the_closure_unrun() {
     quiet_panics();
     for limit in [0, 3, 8, 9, 20] {
         let events = Events::new();
-        let mut scope: Scope<'_> = Scope::with_limit(limit);
+        let scope: Scope<'_> = Scope::with_limit(limit);
         for id in 0..limit as u32 {
             let token = events.token(id);
             scope.defer(move || token.ran());
@@ -62,7 +62,7 @@ fn try_defer_hands_the_closure_back_neither_run_nor_dropped() {
 #[test]
 fn the_limit_applies_to_every_kind_of_closure() {
     quiet_panics();
-    let mut scope: Scope<'_> = Scope::with_limit(2);
+    let scope: Scope<'_> = Scope::with_limit(2);
     scope.defer_fallible(|| Ok::<(), &str>(()));
     scope.defer_on_error(|| ());
     assert!(panic_message(|| scope.defer_on_success(|| ())).is_some());
@@ -134,7 +134,7 @@ fn a_limit_stops_a_pile_up_in_a_loop() {
     quiet_panics();
     // The Go bug: closures registered in a loop on a scope that outlives it.
     let message = panic_message(|| {
-        let mut outer: Scope<'_> = Scope::with_limit(100);
+        let outer: Scope<'_> = Scope::with_limit(100);
         for _ in 0..scaled(10_000) {
             outer.defer(|| ());
         }

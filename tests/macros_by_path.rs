@@ -16,7 +16,7 @@ fn macros_expand_without_imports() {
     let outcome_guards = if ::std::cfg!(feature = "std") { 10 } else { 0 };
     ::std::assert_eq!(counter.get(), 1 + outcome_guards);
 
-    let mut scope: ::scoped_defer::Scope<'_> = ::scoped_defer::Scope::new();
+    let scope: ::scoped_defer::Scope<'_> = ::scoped_defer::Scope::new();
     let counter_ref = &counter;
     ::scoped_defer::defer!(scope => counter_ref.set(counter_ref.get() + 1000));
     ::std::mem::drop(scope);

@@ -119,7 +119,7 @@ fn set_up<'a>(
             });
         }
         // Success: hand the cleanups of a working setup to the caller.
-        let mut teardown: Scope<'a> = Scope::new();
+        let teardown: Scope<'a> = Scope::new();
         teardown.defer(|| log.borrow_mut().push("teardown"));
         Ok(teardown)
     })

@@ -17,7 +17,7 @@ fn remaining_closures_run_and_the_first_panic_surfaces() {
     quiet_panics();
     let events = Events::new();
     let message = panic_message(|| {
-        let mut scope: Scope<'_> = Scope::new();
+        let scope: Scope<'_> = Scope::new();
         for id in 0..6 {
             let token = events.token(id);
             scope.defer(move || {
@@ -92,7 +92,7 @@ fn a_hundred_thousand_panicking_closures_neither_overflow_nor_abort() {
     let count = scaled(100_000);
     let ran = Cell::new(0usize);
     let message = panic_message(|| {
-        let mut scope: Scope<'_> = Scope::new();
+        let scope: Scope<'_> = Scope::new();
         for i in 0..count {
             let ran = &ran;
             scope.defer(move || {
@@ -111,7 +111,7 @@ fn non_string_payloads_surface_unchanged() {
     #[derive(Debug, PartialEq)]
     struct Code(u32);
     let payload = panic::catch_unwind(AssertUnwindSafe(|| {
-        let mut scope: Scope<'_> = Scope::new();
+        let scope: Scope<'_> = Scope::new();
         scope.defer(|| panic::panic_any(Code(2)));
         scope.defer(|| panic::panic_any(Code(1)));
     }))
@@ -137,7 +137,7 @@ fn a_capture_that_panics_in_drop_neither_stops_nor_repeats_anything() {
     let dropped = Cell::new(0);
     let events = Events::new();
     let message = panic_message(|| {
-        let mut scope: Scope<'_> = Scope::new();
+        let scope: Scope<'_> = Scope::new();
         let token = events.token(0);
         scope.defer(move || token.ran());
         let capture = PanicsOnDrop { dropped: &dropped };
@@ -176,7 +176,7 @@ struct CleansUpOnDrop<'a> {
 impl Drop for CleansUpOnDrop<'_> {
     fn drop(&mut self) {
         assert!(std::thread::panicking());
-        let mut scope: Scope<'_> = Scope::new();
+        let scope: Scope<'_> = Scope::new();
         for id in 10..13 {
             let token = self.events.token(id);
             scope.defer(move || {
@@ -211,7 +211,7 @@ fn payloads_whose_drop_panics_are_contained() {
     }
     let ran = Cell::new(0);
     let message = panic_message(|| {
-        let mut scope: Scope<'_> = Scope::new();
+        let scope: Scope<'_> = Scope::new();
         scope.defer(|| ran.set(ran.get() + 1));
         scope.defer(|| panic::panic_any(Payload));
         scope.defer(|| ran.set(ran.get() + 1));
@@ -227,7 +227,7 @@ fn cleanups_may_register_into_another_scope() {
     let mut outer: Scope<'_> = Scope::new();
     {
         let outer_ref = &mut outer;
-        let mut inner: Scope<'_> = Scope::new();
+        let inner: Scope<'_> = Scope::new();
         let events_ref = &events;
         inner.defer(move || {
             events_ref.push(common::Event::Ran(1));
@@ -241,7 +241,7 @@ fn cleanups_may_register_into_another_scope() {
 }
 
 fn recurse(depth: u32, events: &Events) {
-    let mut scope: Scope<'_> = Scope::new();
+    let scope: Scope<'_> = Scope::new();
     let token = events.token(depth);
     scope.defer(move || token.ran());
     if depth > 0 {

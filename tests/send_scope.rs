@@ -41,7 +41,7 @@ fn block_on<F: Future>(future: F) -> F::Output {
 #[test]
 fn a_send_scope_runs_its_closures_on_the_thread_that_drops_it() {
     let ran_on = Arc::new(Mutex::new(Vec::new()));
-    let mut scope: SendScope<'static> = SendScope::new();
+    let scope: SendScope<'static> = SendScope::new();
     for i in 0..3 {
         let ran_on = Arc::clone(&ran_on);
         scope.defer(move || {
@@ -66,7 +66,7 @@ fn a_send_scope_runs_its_closures_on_the_thread_that_drops_it() {
 fn a_send_scope_can_be_held_across_an_await_in_a_send_future() {
     let closed = AtomicUsize::new(0);
     let future = assert_send(async {
-        let mut scope: SendScope<'_> = SendScope::new();
+        let scope: SendScope<'_> = SendScope::new();
         scope.defer(|| {
             closed.fetch_add(1, Ordering::SeqCst);
         });

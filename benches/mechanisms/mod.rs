@@ -66,7 +66,7 @@ pub fn indirect_call(sink: &Sink, n: usize) {
 /// This crate's `Scope` with its default 8 inline slots.
 #[inline(never)]
 pub fn scope_defer(sink: &Sink, n: usize) {
-    let mut scope: Scope<'_> = Scope::new();
+    let scope: Scope<'_> = Scope::new();
     for i in 0..n {
         let x = i as u64;
         scope.defer(move || work(sink, x));
@@ -168,7 +168,7 @@ pub mod locked {
 
     #[inline(never)]
     pub fn one_scope_defer(lock: &SpinLock, sink: &Sink) {
-        let mut scope: Scope<'_> = Scope::new();
+        let scope: Scope<'_> = Scope::new();
         lock.lock();
         scope.defer(|| lock.unlock());
         work(sink, 1);

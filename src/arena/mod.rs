@@ -1,0 +1,434 @@
+//! Type-erased storage for deferred closures whose slots never move: the only module of the
+//! crate with `unsafe`.
+//!
+//! - [`slot`]: one closure, erased to four words (inline, or boxed if it does not fit);
+//! - [`segment`]: the heap segments a scope grows into, never moved or resized;
+//! - [`drain`]: consuming the slots last first, and going on when a closure panics;
+//! - this file: the [`Arena`] that ties them together: `N` inline slots, then the segments.
+//!
+//! Registration goes through `&self`, so that a value held in a slot can be lent out while
+//! more closures are registered. That is sound because nothing ever moves or reads a slot
+//! that is registered, except a drain, and every drain takes `&mut self`: no lent reference
+//! is alive while one runs. Registration cannot be re-entered either: a running closure would
+//! need a borrow of its own scope for `'env`, which drop check rules out (the arena has a
+//! `Drop` impl, so `'env` strictly outlives it).
+//!
+//! Aliasing rules followed throughout: the inline slots are reached only through raw pointers
+//! derived from [`UnsafeCell::get`], one slot at a time, and never through a reference that
+//! covers the whole buffer (which would invalidate the references lent out into it); segment
+//! headers are only read and written through raw pointers.
+
+mod drain;
+mod segment;
+mod slot;
+
+use alloc::boxed::Box;
+use core::cell::{Cell, UnsafeCell};
+use core::marker::PhantomData;
+use core::mem::{self, MaybeUninit};
+use core::ptr::NonNull;
+
+use crate::deferred::{Deferred, DrainContext};
+#[cfg(feature = "std")]
+pub(crate) use drain::{Payload, drop_payload};
+use drain::{Run, Runs};
+use segment::Segment;
+use slot::{Mode, Slot};
+
+/// Marks, in [`Arena::len`]'s word, that the arena has extras.
+const EXTRAS: usize = 1 << (usize::BITS - 1);
+
+/// The pending closures of one scope, in registration order, and optionally a boxed `X` with
+/// what only some scopes need (limits, stats, error handling).
+pub(crate) struct Arena<'env, const N: usize, X> {
+    /// The first `N` slots. Invariant: with `count = len & !EXTRAS`, slots
+    /// `0..min(count, N)` are initialised, and each owns a closure that has been neither run
+    /// nor dropped.
+    inline: UnsafeCell<[MaybeUninit<Slot>; N]>,
+    /// The number of pending closures, with the `EXTRAS` flag set if `extras` is set: the
+    /// flag makes every scope with extras fail both of the fast path's tests, so that the
+    /// slow path alone deals with limits, without a test of its own on the fast path.
+    ///
+    /// Invariant: if `count > N`, `current` holds index `count - 1`, and every slot from `N`
+    /// to `count` (across the segments up to `current`) is initialised as above.
+    len: Cell<usize>,
+    /// Zero if the arena has no segment; otherwise the index one past `current`'s last slot.
+    heap_end: Cell<usize>,
+    // The fields below are initialised only when they are needed, so that creating a scope
+    // writes two words and dropping an unused one reads the same two.
+    /// Initialised when `heap_end != 0`: where `current`'s slot of index `i` is, for `i` in
+    /// its range: `heap_base + i`, computed with wrapping arithmetic (the base itself may lie
+    /// outside the segment).
+    heap_base: Cell<MaybeUninit<*mut Slot>>,
+    /// Initialised when `heap_end != 0`: the segment being filled; the first one whenever
+    /// `count <= N`.
+    current: Cell<MaybeUninit<NonNull<Segment>>>,
+    /// Initialised exactly when `len` has the `EXTRAS` flag: a `Box::into_raw` pointer that
+    /// the arena owns.
+    extras: Cell<MaybeUninit<NonNull<X>>>,
+    /// The closures may borrow data of `'env` and need not be `Send` or `Sync`. `'env` is
+    /// invariant: registration goes through `&self`, and a shared reference that could shorten
+    /// `'env` would let a closure borrow data that dies before the arena runs it.
+    _closures: PhantomData<(Box<dyn FnOnce() + 'env>, Cell<&'env ()>)>,
+}
+
+impl<'env, const N: usize, X> Arena<'env, N, X> {
+    #[inline(always)]
+    pub(crate) fn new() -> Self {
+        Arena {
+            inline: UnsafeCell::new([const { MaybeUninit::uninit() }; N]),
+            len: Cell::new(0),
+            heap_end: Cell::new(0),
+            heap_base: Cell::new(MaybeUninit::uninit()),
+            current: Cell::new(MaybeUninit::uninit()),
+            extras: Cell::new(MaybeUninit::uninit()),
+            _closures: PhantomData,
+        }
+    }
+
+    /// The first inline slot. A raw pointer derived from the cell, so that writing one slot
+    /// asserts nothing about the others (which may be lent out).
+    #[inline(always)]
+    fn inline_slots(&self) -> *mut Slot {
+        self.inline.get().cast::<Slot>()
+    }
+
+    /// Registers `deferred` and returns where it is stored, which stays valid until the next
+    /// drain. When the arena has extras or must grow, `admit` is called first (to enforce a
+    /// limit: it may panic, leaving the arena unchanged).
+    #[inline(always)]
+    pub(crate) fn push<D: Deferred + 'env>(
+        &self,
+        deferred: D,
+        admit: impl FnOnce(&Self),
+    ) -> NonNull<D> {
+        let len = self.len.get();
+        // Inline first, without looking at the heap fields: a scope that stays inline never
+        // loads them. A set `EXTRAS` flag makes `len` fail both tests.
+        let slot = if len < N {
+            // SAFETY: `len < N`: within the inline array.
+            unsafe { self.inline_slots().add(len) }
+        } else if len < self.heap_end.get() {
+            // `len` lies in `current`'s range, where `heap_base + len` is in bounds.
+            self.heap_base().wrapping_add(len)
+        } else {
+            return self.push_slow(deferred, admit);
+        };
+        // SAFETY: slot `len` is free (the invariant covers only the slots before it) and no
+        // reference to it exists; the new length makes the arena its owner.
+        let stored = unsafe { Slot::write(slot, deferred) };
+        self.len.set(len + 1);
+        stored
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn push_slow<D: Deferred + 'env>(&self, deferred: D, admit: impl FnOnce(&Self)) -> NonNull<D> {
+        admit(self);
+        let len = self.len.get();
+        let slot = self.free_slot(len & !EXTRAS);
+        // SAFETY: as in `push`.
+        let stored = unsafe { Slot::write(slot, deferred) };
+        // The flag, if any, is unchanged by the increment.
+        self.len.set(len + 1);
+        stored
+    }
+
+    /// The slot of index `count`, the first free one, entering the next segment (or adding
+    /// one) if `current` is full.
+    fn free_slot(&self, count: usize) -> *mut Slot {
+        if count < N {
+            // SAFETY: within the inline array.
+            return unsafe { self.inline_slots().add(count) };
+        }
+        if count >= self.heap_end.get() {
+            // `current` is full, or there is no segment yet (then `count == N`).
+            let next = match self.current() {
+                // SAFETY: `current` is live; a kept segment after it starts at `count`.
+                Some(current) => unsafe { Segment::header(current) }
+                    .next
+                    .unwrap_or_else(|| Segment::new(count, Some(current))),
+                None => Segment::new(count, None),
+            };
+            self.enter(next);
+        }
+        self.heap_base().wrapping_add(count)
+    }
+
+    /// See the field.
+    #[inline(always)]
+    fn heap_base(&self) -> *mut Slot {
+        debug_assert!(self.heap_end.get() != 0);
+        // SAFETY: only called with a segment, when the field is initialised.
+        unsafe { self.heap_base.get().assume_init() }
+    }
+
+    /// The segment being filled, if there is any.
+    fn current(&self) -> Option<NonNull<Segment>> {
+        // SAFETY: initialised whenever `heap_end != 0`.
+        (self.heap_end.get() != 0).then(|| unsafe { self.current.get().assume_init() })
+    }
+
+    /// The pointer to the extras, if there are any.
+    #[inline(always)]
+    fn extras_ptr(&self) -> Option<NonNull<X>> {
+        // SAFETY: initialised whenever the flag is set.
+        self.has_extras()
+            .then(|| unsafe { self.extras.get().assume_init() })
+    }
+
+    /// Makes `segment` the one being filled.
+    fn enter(&self, segment: NonNull<Segment>) {
+        // SAFETY: the arena's segments are live until it is dropped.
+        let Segment {
+            start, capacity, ..
+        } = unsafe { Segment::header(segment) };
+        self.current.set(MaybeUninit::new(segment));
+        // SAFETY: as above.
+        let slots = unsafe { Segment::slots(segment) };
+        self.heap_base.set(MaybeUninit::new(slots.wrapping_sub(start)));
+        self.heap_end.set(start + capacity);
+    }
+
+    /// The arena's first segment, if any.
+    fn first_segment(&self) -> Option<NonNull<Segment>> {
+        let mut segment = self.current()?;
+        // SAFETY: the arena's segments are live until it is dropped.
+        while let Some(prev) = unsafe { Segment::header(segment) }.prev {
+            segment = prev;
+        }
+        Some(segment)
+    }
+
+    /// Every segment's capacity, first to last.
+    fn segment_capacities(&self) -> impl Iterator<Item = usize> + '_ {
+        let mut next = self.first_segment();
+        core::iter::from_fn(move || {
+            // SAFETY: the arena's segments are live until it is dropped.
+            let header = unsafe { Segment::header(next?) };
+            next = header.next;
+            Some(header.capacity)
+        })
+    }
+
+    /// The number of pending closures.
+    #[inline(always)]
+    pub(crate) fn len(&self) -> usize {
+        self.len.get() & !EXTRAS
+    }
+
+    /// How many closures can be pending without allocating: the inline slots and every
+    /// segment kept.
+    pub(crate) fn capacity(&self) -> usize {
+        N + self.segment_capacities().sum::<usize>()
+    }
+
+    /// Whether the arena holds at least one closure, all of them inline, and no extras.
+    #[inline(always)]
+    pub(crate) fn holds_only_inline(&self) -> bool {
+        // Wrapping: zero becomes `usize::MAX`, and the flag keeps `len` past `N` too.
+        self.len.get().wrapping_sub(1) < N
+    }
+
+    /// Whether the arena holds nothing to run or free: no closure, segment or extras.
+    #[inline(always)]
+    pub(crate) fn is_unused(&self) -> bool {
+        (self.len.get() | self.heap_end.get()) == 0
+    }
+
+    /// Whether the arena has grown into the heap.
+    #[inline(always)]
+    pub(crate) fn spilled(&self) -> bool {
+        self.heap_end.get() != 0
+    }
+
+    /// Bytes of heap the segments occupy: zero while inline.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.segment_capacities().map(Segment::bytes).sum()
+    }
+
+    /// Whether the arena has extras: one bit test, for the hot paths.
+    #[inline(always)]
+    pub(crate) fn has_extras(&self) -> bool {
+        self.len.get() & EXTRAS != 0
+    }
+
+    /// The extras, if any.
+    #[inline]
+    pub(crate) fn extras(&self) -> Option<&X> {
+        // SAFETY: by the invariant the pointer is a live box that the arena owns; the borrow
+        // is tied to `&self`, and `&mut X` is only ever handed out through `&mut self`.
+        self.extras_ptr().map(|extras| unsafe { extras.as_ref() })
+    }
+
+    /// The extras, if any.
+    #[inline]
+    pub(crate) fn extras_mut(&mut self) -> Option<&mut X> {
+        // SAFETY: as in `extras`, borrowed through `&mut self`.
+        self.extras_ptr().map(|mut extras| unsafe { extras.as_mut() })
+    }
+
+    /// The extras, created by `make` if the arena has none yet.
+    pub(crate) fn extras_or_insert_with(&self, make: impl FnOnce() -> X) -> &X {
+        if !self.has_extras() {
+            let extras = NonNull::from(Box::leak(Box::new(make())));
+            self.extras.set(MaybeUninit::new(extras));
+            self.len.set(self.len.get() | EXTRAS);
+        }
+        self.extras().expect("just set")
+    }
+
+    /// Moves every pending closure into a new arena, which also takes the segments; this one
+    /// keeps its extras, if any, and starts over with empty storage.
+    pub(crate) fn take(&mut self) -> Self {
+        // Moving the slots is fine here: `&mut self` means none of them is lent out.
+        let taken = mem::replace(self, Self::new());
+        let len = taken.len.get();
+        taken.len.set(len & !EXTRAS);
+        self.len.set(len & EXTRAS);
+        self.extras.swap(&taken.extras);
+        taken
+    }
+
+    /// Runs every pending closure, last first. If one panics, the others still run (their
+    /// panics are dropped) and the first panic resumes.
+    #[inline(always)]
+    pub(crate) fn run_all(&mut self) {
+        self.consume_all(Mode::Run);
+    }
+
+    /// Drops every pending closure, last first, without running it; a panicking drop does not
+    /// stop the others.
+    #[inline(always)]
+    pub(crate) fn discard_all(&mut self) {
+        self.consume_all(Mode::Discard);
+    }
+
+    /// Runs every pending closure, last first, with `context`, catching every panic: the first
+    /// payload is returned, later ones are dropped; `context.panics` counts them all.
+    #[cfg(feature = "std")]
+    pub(crate) fn run_all_caught_in(&mut self, context: &mut DrainContext) -> Option<Payload> {
+        // `context` is only reached through the mode until the drain is over.
+        let (first, caught) = self.consume_all_caught(Mode::RunIn(NonNull::from(&mut *context)));
+        context.panics += caught;
+        first
+    }
+
+    /// Like [`Arena::run_all_caught_in`] without `std`: the first panic propagates once
+    /// every closure ran, and a second one aborts.
+    #[cfg(not(feature = "std"))]
+    pub(crate) fn run_all_in(&mut self, context: &mut DrainContext) {
+        self.consume_all(Mode::RunIn(NonNull::from(&mut *context)));
+    }
+
+    /// Runs every pending closure, last first, catching and dropping every panic: for a scope
+    /// dropped while its thread is already unwinding.
+    #[cfg(feature = "std")]
+    #[cold]
+    pub(crate) fn run_all_caught(&mut self) {
+        if let (Some(payload), _) = self.consume_all_caught(Mode::Run) {
+            drop_payload(payload);
+        }
+    }
+
+    /// Consumes every pending closure, last first; the first panic resumes once all are.
+    #[inline(always)]
+    fn consume_all(&mut self, mode: Mode) {
+        let len = self.len.get();
+        // Also false with the `EXTRAS` flag: one test for the hot path.
+        if len <= N {
+            self.detach_inline(len, mode).consume_all();
+        } else {
+            self.consume_all_slow(mode);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn consume_all_slow(&mut self, mode: Mode) {
+        let count = self.len();
+        if count <= N {
+            self.detach_inline(count, mode).consume_all();
+        } else {
+            self.detach_spilled(count, mode).consume_all();
+        }
+    }
+
+    /// Consumes every pending closure, last first, catching every panic; returns the first
+    /// payload and the number of panics.
+    #[cfg(feature = "std")]
+    fn consume_all_caught(&mut self, mode: Mode) -> (Option<Payload>, usize) {
+        let count = self.len();
+        if count <= N {
+            self.detach_inline(count, mode).consume_all_caught()
+        } else {
+            self.detach_spilled(count, mode).consume_all_caught()
+        }
+    }
+
+    /// Hands the `count <= N` pending closures to a [`Run`] and leaves the arena without
+    /// closures but with its storage (and extras). A `Mode::RunIn` context must be borrowed
+    /// by the caller for as long as the run lives.
+    #[inline(always)]
+    fn detach_inline(&mut self, count: usize, mode: Mode) -> Run<'_> {
+        self.len.set(self.len.get() & EXTRAS);
+        // SAFETY: with the length zero, the arena will neither read nor drop the `count`
+        // initialised inline slots, which stay valid and unaliased while `self` is mutably
+        // borrowed (no reference lent out by a `hold` outlives that borrow); the run consumes
+        // each of them exactly once.
+        unsafe { Run::new(self.inline_slots(), count, mode) }
+    }
+
+    /// [`Arena::detach_inline`] for `count > N` closures, which reach into the segments;
+    /// those are refilled from the first one afterwards.
+    #[cold]
+    fn detach_spilled(&mut self, count: usize, mode: Mode) -> Runs<'_> {
+        self.len.set(self.len.get() & EXTRAS);
+        let current = self.current().expect("more than N closures reach a segment");
+        let first = self.first_segment().expect("there is a current segment");
+        self.enter(first);
+        // SAFETY: by the invariant, `current` holds the slots from its start to `count`, the
+        // segments before it and the inline slots are full, and all of them stay live and
+        // unaliased while `self` is mutably borrowed; as in `detach_inline`, the length is
+        // zero.
+        unsafe {
+            let in_top = count - Segment::header(current).start;
+            Runs::new(current, in_top, self.inline_slots(), N, mode)
+        }
+    }
+}
+
+impl<const N: usize, X> Drop for Arena<'_, N, X> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        // Pending closures were drained by the scope; only storage is left.
+        if !self.is_unused() {
+            self.free();
+        }
+    }
+}
+
+impl<const N: usize, X> Arena<'_, N, X> {
+    /// Frees the segments and the extras. Out of line, so that dropping an arena that has
+    /// neither saves no registers.
+    #[cold]
+    #[inline(never)]
+    fn free(&mut self) {
+        if let Some(first) = self.first_segment() {
+            // SAFETY: the arena owns its segments and uses none of them after this.
+            unsafe { Segment::free_from(first) };
+        }
+        if let Some(extras) = self.extras_ptr() {
+            // SAFETY: the arena owns the box, and drops it only here.
+            drop(unsafe { Box::from_raw(extras.as_ptr()) });
+        }
+    }
+}
+
+// SAFETY: a `SendScope` owns a `Scope` that, by `SendScope`'s invariant, holds only `Send`
+// closures and held values and a `Send` error handler: every `SendScope` method that stores
+// something requires `Send`, and the inner scope is never lent out (only given up by
+// `into_local`). The rest of what a scope owns (its inline slots and heap segments, the static
+// shim tables, limits, counters) is `Send`, so moving it to another thread moves nothing that
+// must stay. References lent out by `hold` borrow the scope, so it cannot move while they live.
+unsafe impl<const N: usize> Send for crate::SendScope<'_, N> {}

@@ -1,0 +1,204 @@
+//! One type-erased deferred closure: a pointer to its type's shims and three words of payload.
+//!
+//! A closure that fits the payload (at most [`INLINE_WORDS`] words, alignment at most that of
+//! `usize`) is moved into it; any other is boxed and the raw box pointer is stored instead.
+//! The shims are monomorphised `unsafe fn`s that know which of the two they are looking at:
+//! one runs the closure (which consumes it), one only drops it, and one runs it with what a
+//! drain knows (for fallible and outcome-aware closures). Keeping them behind one `&'static`
+//! pointer costs a slot one word, and saves the run path a test of which to do.
+//!
+//! A slot has no lifetime and no `Drop`: the arena that holds it carries the closures'
+//! lifetime, and decides when and in which order slots are consumed (a slot never consumed
+//! leaks its closure, which is safe, like `mem::forget`).
+
+use alloc::boxed::Box;
+use core::marker::PhantomData;
+use core::mem::{self, MaybeUninit};
+use core::ptr::NonNull;
+
+use crate::deferred::{Deferred, DrainContext};
+
+/// Payload words stored inline; larger closures are boxed.
+const INLINE_WORDS: usize = 3;
+
+type Payload = MaybeUninit<[usize; INLINE_WORDS]>;
+
+/// What consuming a slot does with its closure.
+#[derive(Clone, Copy)]
+pub(crate) enum Mode {
+    /// Run the closure (which drops its captures when it returns or unwinds).
+    Run,
+    /// Drop the closure's captures without running it.
+    Discard,
+    /// Let the closure see how the scope ended and report its error.
+    ///
+    /// Invariant: points to a context that outlives the drain holding this mode, and that
+    /// nothing else accesses while a slot is consumed.
+    RunIn(NonNull<DrainContext>),
+}
+
+/// How to consume the closure stored in a payload, one table per closure type and storage.
+struct Shims {
+    run: unsafe fn(*mut Payload),
+    discard: unsafe fn(*mut Payload),
+    run_in: unsafe fn(*mut Payload, &mut DrainContext),
+}
+
+/// The shims of an inline closure of type `D`.
+struct Inline<D>(PhantomData<D>);
+
+impl<D: Deferred> Inline<D> {
+    const SHIMS: &'static Shims = &Shims {
+        run: Self::run,
+        discard: Self::discard,
+        run_in: Self::run_in,
+    };
+
+    /// # Safety
+    /// `payload` must hold a valid `D` written by [`Slot::write`], which this call moves out.
+    unsafe fn run(payload: *mut Payload) {
+        // SAFETY: the caller guarantees `payload` holds a `D` nobody will read again.
+        unsafe { payload.cast::<D>().read() }.run();
+    }
+
+    /// # Safety
+    /// As for [`Inline::run`].
+    unsafe fn discard(payload: *mut Payload) {
+        // SAFETY: as in `run`.
+        unsafe { payload.cast::<D>().drop_in_place() }
+    }
+
+    /// # Safety
+    /// As for [`Inline::run`].
+    unsafe fn run_in(payload: *mut Payload, context: &mut DrainContext) {
+        // SAFETY: as in `run`.
+        unsafe { payload.cast::<D>().read() }.run_in(context);
+    }
+}
+
+/// The shims of a boxed closure of type `D`: the payload holds a pointer from
+/// `Box::into_raw`, never a `Box`, so that no unique borrow is asserted over a held value
+/// while references to it are alive.
+struct Boxed<D>(PhantomData<D>);
+
+impl<D: Deferred> Boxed<D> {
+    const SHIMS: &'static Shims = &Shims {
+        run: Self::run,
+        discard: Self::discard,
+        run_in: Self::run_in,
+    };
+
+    /// # Safety
+    /// `payload` must hold a pointer written by [`Slot::write_boxed`], whose box this call
+    /// takes back.
+    unsafe fn take(payload: *mut Payload) -> Box<D> {
+        // SAFETY: the caller guarantees the payload holds a `Box::into_raw` pointer to a `D`
+        // that nobody will take again.
+        unsafe { Box::from_raw(payload.cast::<*mut D>().read()) }
+    }
+
+    /// # Safety
+    /// As for [`Boxed::take`].
+    unsafe fn run(payload: *mut Payload) {
+        // SAFETY: as for `take`.
+        unsafe { Self::take(payload) }.run();
+    }
+
+    /// # Safety
+    /// As for [`Boxed::take`].
+    unsafe fn discard(payload: *mut Payload) {
+        // SAFETY: as for `take`.
+        drop(unsafe { Self::take(payload) });
+    }
+
+    /// # Safety
+    /// As for [`Boxed::take`].
+    unsafe fn run_in(payload: *mut Payload, context: &mut DrainContext) {
+        // SAFETY: as for `take`.
+        unsafe { Self::take(payload) }.run_in(context);
+    }
+}
+
+/// One type-erased deferred closure, as it sits in the arena's storage.
+pub(crate) struct Slot {
+    /// Invariant: `shims` were chosen together with `payload` by [`Slot::write`] for one
+    /// closure type and storage, and `payload` still holds that closure.
+    shims: &'static Shims,
+    payload: Payload,
+}
+
+static_assertions::assert_eq_size!(Slot, [usize; 4]);
+static_assertions::assert_eq_align!(Slot, usize);
+
+impl Slot {
+    /// Whether closures of type `D` are stored without a heap allocation.
+    const fn is_inline<D>() -> bool {
+        mem::size_of::<D>() <= mem::size_of::<Payload>()
+            && mem::align_of::<D>() <= mem::align_of::<Payload>()
+    }
+
+    /// Writes `deferred` into the free slot at `slot` and returns where the `D` now lives: in
+    /// the slot, or (if it does not fit) in a box of its own, allocated here. Either way the
+    /// `D` stays at that address until the slot is consumed.
+    ///
+    /// # Safety
+    /// `slot` must be valid for writes of a `Slot` and hold no closure that is still owed a
+    /// run or drop. The caller takes over the ownership protocol of the new closure.
+    #[inline(always)]
+    pub(crate) unsafe fn write<D: Deferred>(slot: *mut Slot, deferred: D) -> NonNull<D> {
+        if Self::is_inline::<D>() {
+            // SAFETY: `slot` is valid for writes (caller), `is_inline` checked that `D` fits
+            // the payload's size and alignment, and `Inline::<D>`'s shims read back exactly
+            // this `D`.
+            unsafe {
+                let payload = (&raw mut (*slot).payload).cast::<D>();
+                payload.write(deferred);
+                (&raw mut (*slot).shims).write(Inline::<D>::SHIMS);
+                NonNull::new_unchecked(payload)
+            }
+        } else {
+            // SAFETY: as the caller guarantees.
+            unsafe { Self::write_boxed(slot, deferred) }
+        }
+    }
+
+    /// [`Slot::write`] for a closure that does not fit inline.
+    ///
+    /// # Safety
+    /// As for [`Slot::write`].
+    #[cold]
+    #[inline(never)]
+    unsafe fn write_boxed<D: Deferred>(slot: *mut Slot, deferred: D) -> NonNull<D> {
+        const { assert!(Self::is_inline::<*mut ()>()) };
+        let boxed = Box::into_raw(Box::new(deferred));
+        // SAFETY: `slot` is valid for writes (caller); a pointer fits the payload (checked at
+        // compile time above), and `Boxed::<D>`'s shims read back exactly this pointer.
+        unsafe {
+            (&raw mut (*slot).payload).cast::<*mut D>().write(boxed);
+            (&raw mut (*slot).shims).write(Boxed::<D>::SHIMS);
+            NonNull::new_unchecked(boxed)
+        }
+    }
+
+    /// Runs or drops the closure in place. A panic of the closure (or of a drop of its
+    /// captures) propagates; the captures have been dropped by then, so nothing leaks or runs
+    /// twice.
+    ///
+    /// # Safety
+    /// `slot` must point to an initialised slot whose closure nothing will consume again.
+    #[inline(always)]
+    pub(crate) unsafe fn consume_in_place(slot: *mut Self, mode: Mode) {
+        // SAFETY: the caller guarantees `slot` is initialised and consumed only here, so by
+        // the field invariant the shims match `payload` and may move the closure out of it;
+        // `Mode::RunIn`'s invariant makes the context exclusively ours for the call.
+        unsafe {
+            let shims = (*slot).shims;
+            let payload = &raw mut (*slot).payload;
+            match mode {
+                Mode::Run => (shims.run)(payload),
+                Mode::Discard => (shims.discard)(payload),
+                Mode::RunIn(mut context) => (shims.run_in)(payload, context.as_mut()),
+            }
+        }
+    }
+}
