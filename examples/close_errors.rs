@@ -1,6 +1,7 @@
 //! Go's `defer f.Close()` drops the error that `Close` returns, so a write that fails only when
 //! it is flushed looks like a success. This program writes through a writer that fails on
-//! flush, first the naive way (the error is lost), then with `defer_fallible` (it is returned).
+//! flush, first the naive way (the error is lost), then with `hold_fallible`, which keeps the
+//! writer usable and returns the error of its final flush.
 //!
 //! Usage: `cargo run --example close_errors`. Exits non-zero if the crate loses the error.
 
@@ -29,13 +30,12 @@ fn naive_save(data: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// The same with the flush as a fallible cleanup: its error becomes the result.
+/// The same with the flush as a fallible cleanup, registered where the writer is made, as in
+/// Go: its error becomes the result.
 fn save(data: &[u8]) -> Result<(), ScopeError<io::Error>> {
-    let out = std::cell::RefCell::new(BufWriter::new(FailsOnFlush));
     try_scope(|s| {
-        let out = &out;
-        s.defer_fallible(move || out.borrow_mut().flush());
-        out.borrow_mut().write_all(data)
+        let out = s.hold_fallible(BufWriter::new(FailsOnFlush), |mut out| out.flush());
+        out.write_all(data)
     })
 }
 
@@ -46,8 +46,8 @@ fn main() -> ExitCode {
 
     let checked = save(data);
     match &checked {
-        Ok(()) => println!("save with defer_fallible: Ok"),
-        Err(error) => println!("save with defer_fallible: Err({error})"),
+        Ok(()) => println!("save with hold_fallible: Ok"),
+        Err(error) => println!("save with hold_fallible: Err({error})"),
     }
 
     // A scope dropped without `finish` still never loses the error: it goes to a handler.
@@ -55,9 +55,8 @@ fn main() -> ExitCode {
     {
         let mut scope: Scope<'_> = Scope::new();
         scope.on_error(|e| reported.push(e.to_string()));
-        let mut out = BufWriter::new(FailsOnFlush);
+        let out = scope.hold_fallible(BufWriter::new(FailsOnFlush), |mut out| out.flush());
         out.write_all(data).expect("buffered");
-        scope.defer_fallible(move || out.flush());
     }
     println!("dropped scope, error handler received: {reported:?}");
 

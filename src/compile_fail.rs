@@ -93,3 +93,71 @@
 //!     println!("{name}");
 //! });
 //! ```
+//!
+//! A value lent out by `hold` cannot be used once the scope is dropped:
+//!
+//! ```compile_fail,E0505
+//! let scope: scoped_defer::Scope<'static> = scoped_defer::Scope::new();
+//! let held = scope.hold(String::from("held"), drop);
+//! drop(scope);
+//! held.push('!');
+//! ```
+//!
+//! Nor can the scope end early, by any of its ending methods, while a held value is lent out
+//! (each would run or move the value under the reference):
+//!
+//! ```compile_fail,E0502
+//! let mut scope: scoped_defer::Scope<'static> = scoped_defer::Scope::new();
+//! let held = scope.hold(0, drop);
+//! scope.run_now();
+//! *held += 1;
+//! ```
+//!
+//! ```compile_fail,E0502
+//! let mut scope: scoped_defer::Scope<'static> = scoped_defer::Scope::new();
+//! let held = scope.hold(0, drop);
+//! scope.dismiss();
+//! *held += 1;
+//! ```
+//!
+//! ```compile_fail,E0502
+//! let mut scope: scoped_defer::Scope<'static> = scoped_defer::Scope::new();
+//! let held = scope.hold(0, drop);
+//! let taken = scope.take();
+//! *held += 1;
+//! ```
+//!
+//! ```compile_fail,E0505
+//! let scope: scoped_defer::Scope<'static> = scoped_defer::Scope::new();
+//! let held = scope.hold(0, drop);
+//! let _ = scope.finish();
+//! *held += 1;
+//! ```
+//!
+//! A `SendScope` refuses to hold a value that is not `Send`:
+//!
+//! ```compile_fail,E0277
+//! let scope: scoped_defer::SendScope<'static> = scoped_defer::SendScope::new();
+//! scope.hold(std::rc::Rc::new(()), drop);
+//! ```
+//!
+//! `'env` is invariant: registering through `&self` must not let a shared reference shorten
+//! it, or a closure borrowing a short-lived value could be stored in a longer-lived scope:
+//!
+//! ```compile_fail,E0597
+//! let scope: scoped_defer::Scope<'static> = scoped_defer::Scope::new();
+//! {
+//!     let short_lived = String::from("gone");
+//!     let shortened: &scoped_defer::Scope<'_> = &scope;
+//!     shortened.defer(|| drop(short_lived.len()));
+//! }
+//! drop(scope);
+//! ```
+//!
+//! A closure cannot reach its own scope, so nothing can register into a scope (or end it)
+//! while it runs its closures:
+//!
+//! ```compile_fail,E0597
+//! let scope: scoped_defer::Scope<'_> = scoped_defer::Scope::new();
+//! scope.defer(|| scope.defer(|| ()));
+//! ```

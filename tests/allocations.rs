@@ -4,7 +4,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use scoped_defer::{Scope, for_each_scoped};
+use scoped_defer::{Scope, for_each_scoped, try_for_each_scoped};
 
 /// Loop sizes; smaller under Miri, which interprets every instruction.
 const MANY_ITEMS: u64 = if cfg!(miri) { 300 } else { 10_000 };
@@ -176,4 +176,89 @@ fn the_optional_features_allocate_once_per_scope() {
         fallible, 1,
         "the state of fallible and outcome-aware closures, once"
     );
+}
+
+#[test]
+fn small_holds_allocate_nothing() {
+    let sum = Cell::new(0);
+    let count = allocations_of(|| {
+        let s: Scope<'_> = Scope::new();
+        let sum = &sum;
+        // A three-word value with a cleanup that captures nothing, and a two-word value with
+        // a cleanup that captures one reference: both fit a slot.
+        let triple = s.hold([1u64, 2, 3], |_| ());
+        let pair = s.hold((4u64, 5u64), move |(a, b)| sum.set(sum.get() + a + b));
+        triple[0] += 10;
+        pair.0 += triple[0];
+        s.hold_fallible(String::new(), |_| Ok::<(), std::io::Error>(()))
+            .push('x');
+        drop(s.finish());
+    });
+    // The fallible hold allocates the scope's error state (once per scope), and the pushed
+    // char allocates the string: nothing for the holds themselves.
+    assert_eq!(count, 2);
+    assert_eq!(sum.get(), 4 + 11 + 5);
+
+    let count = allocations_of(|| {
+        try_for_each_scoped(0..MANY_ITEMS, |s, i| {
+            let a = s.hold(i, |_| ());
+            let b = s.hold([i; 3], |_| ());
+            *a += b[2];
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+    });
+    assert_eq!(count, 0, "a loop holding small values allocates nothing");
+}
+
+#[test]
+fn a_scope_with_stats_keeps_all_n_slots_inline() {
+    let count = allocations_of(|| {
+        let s: Scope<'_, 4> = Scope::with_stats();
+        for _ in 0..4 {
+            s.defer(|| ());
+        }
+        assert!(!s.spilled(), "the stats take no inline slot");
+        assert_eq!(s.capacity(), 4);
+    });
+    assert_eq!(count, 1, "the stats themselves, once");
+}
+
+#[test]
+fn a_scope_without_inline_slots_allocates_only_for_its_first_closure() {
+    let count = allocations_of(|| {
+        let s: Scope<'_, 0> = Scope::new();
+        assert_eq!(s.capacity(), 0);
+        drop(s);
+    });
+    assert_eq!(count, 0);
+    let count = allocations_of(|| {
+        let s: Scope<'_, 0> = Scope::new();
+        for _ in 0..4 {
+            s.defer(|| ());
+        }
+        assert!(s.spilled());
+    });
+    assert_eq!(count, 1, "one segment of four slots");
+}
+
+#[test]
+fn growth_adds_segments_and_never_reallocates() {
+    // A reallocation would be counted here, and would move the slots: the held value is
+    // written through its reference after the growth and read back by its cleanup (Miri
+    // checks the same test for dangling references).
+    let seen = Cell::new(0);
+    let count = allocations_of(|| {
+        let s: Scope<'_> = Scope::new();
+        let first = s.hold(0u64, |value| seen.set(value));
+        for _ in 0..1000 {
+            s.defer(|| ());
+        }
+        *first = 7;
+    });
+    assert_eq!(
+        count, 7,
+        "8 inline, then segments of 8, 16, ..., 512: no reallocation"
+    );
+    assert_eq!(seen.get(), 7);
 }

@@ -25,6 +25,11 @@ enum Op {
         kind: Kind,
         panics: bool,
     },
+    /// `hold` a token of this kind; its cleanup runs it.
+    Hold {
+        kind: Kind,
+        panics: bool,
+    },
     RunNow,
     Dismiss,
     TakeAndDrop,
@@ -44,7 +49,8 @@ fn op() -> impl Strategy<Value = Op> {
         Just(Kind::ZeroSized)
     ];
     let leaf = prop_oneof![
-        6 => (kind, prop::bool::weighted(0.2)).prop_map(|(kind, panics)| Op::Defer { kind, panics }),
+        6 => (kind.clone(), prop::bool::weighted(0.2)).prop_map(|(kind, panics)| Op::Defer { kind, panics }),
+        3 => (kind, prop::bool::weighted(0.2)).prop_map(|(kind, panics)| Op::Hold { kind, panics }),
         1 => Just(Op::RunNow),
         1 => Just(Op::Dismiss),
         1 => Just(Op::TakeAndDrop),
@@ -154,6 +160,37 @@ fn defer_kind<'a, const N: usize>(
     }
 }
 
+/// Holds `token` in `scope` as a value of the given kind, and checks that the reference lent
+/// out reaches it.
+fn hold_kind<const N: usize>(scope: &Scope<'_, N>, token: Token, kind: Kind, panics: bool) {
+    let id = token.id;
+    let finish = move |token: &Token| {
+        token.ran();
+        if panics {
+            panic::panic_any(token.id);
+        }
+    };
+    let held_id = match kind {
+        Kind::Small | Kind::ZeroSized => scope.hold(token, move |token| finish(&token)).id,
+        Kind::Large => {
+            let large = LargeToken {
+                token,
+                padding: [1; 7],
+            };
+            let held = scope.hold(large, move |large| finish(&large.token));
+            held.padding[6] += 1;
+            held.token.id
+        }
+        Kind::Aligned => {
+            scope
+                .hold(AlignedToken(token), move |aligned| finish(&aligned.0))
+                .0
+                .id
+        }
+    };
+    assert_eq!(held_id, id);
+}
+
 /// Executes `ops` on `scope` and on the model side by side, checking every surfaced panic.
 fn execute<const N: usize>(
     ops: &[Op],
@@ -193,6 +230,16 @@ fn execute<const N: usize>(
                     panics: *panics,
                 });
                 defer_kind(scope, events.token(id), *kind, *panics);
+            }
+            Op::Hold { kind, panics } => {
+                let id = model.next_id;
+                model.next_id += 1;
+                pending.push(Pending {
+                    id,
+                    zero_sized: false,
+                    panics: *panics,
+                });
+                hold_kind(scope, events.token(id), *kind, *panics);
             }
             Op::RunNow => {
                 let expected = model.run(pending);

@@ -69,8 +69,11 @@ pub(crate) struct Arena<'env, const N: usize, X> {
     /// The closures may borrow data of `'env` and need not be `Send` or `Sync`. `'env` is
     /// invariant: registration goes through `&self`, and a shared reference that could shorten
     /// `'env` would let a closure borrow data that dies before the arena runs it.
-    _closures: PhantomData<(Box<dyn FnOnce() + 'env>, Cell<&'env ()>)>,
+    _closures: PhantomData<(Box<dyn FnOnce() + 'env>, Invariant<'env>)>,
 }
+
+/// A marker invariant in `'env`.
+type Invariant<'env> = Cell<&'env ()>;
 
 impl<'env, const N: usize, X> Arena<'env, N, X> {
     #[inline(always)]
@@ -186,7 +189,8 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
         self.current.set(MaybeUninit::new(segment));
         // SAFETY: as above.
         let slots = unsafe { Segment::slots(segment) };
-        self.heap_base.set(MaybeUninit::new(slots.wrapping_sub(start)));
+        self.heap_base
+            .set(MaybeUninit::new(slots.wrapping_sub(start)));
         self.heap_end.set(start + capacity);
     }
 
@@ -265,7 +269,8 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
     #[inline]
     pub(crate) fn extras_mut(&mut self) -> Option<&mut X> {
         // SAFETY: as in `extras`, borrowed through `&mut self`.
-        self.extras_ptr().map(|mut extras| unsafe { extras.as_mut() })
+        self.extras_ptr()
+            .map(|mut extras| unsafe { extras.as_mut() })
     }
 
     /// The extras, created by `make` if the arena has none yet.
@@ -384,7 +389,9 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
     #[cold]
     fn detach_spilled(&mut self, count: usize, mode: Mode) -> Runs<'_> {
         self.len.set(self.len.get() & EXTRAS);
-        let current = self.current().expect("more than N closures reach a segment");
+        let current = self
+            .current()
+            .expect("more than N closures reach a segment");
         let first = self.first_segment().expect("there is a current segment");
         self.enter(first);
         // SAFETY: by the invariant, `current` holds the slots from its start to `count`, the

@@ -76,7 +76,11 @@ impl Segment {
         let mut next = Some(segment);
         while let Some(segment) = next {
             // SAFETY: live (caller); read before it is freed.
-            let Segment { next: following, capacity, .. } = unsafe { Self::header(segment) };
+            let Segment {
+                next: following,
+                capacity,
+                ..
+            } = unsafe { Self::header(segment) };
             // SAFETY: allocated by `Segment::new` with this layout, and unused from now on.
             unsafe { dealloc(segment.as_ptr().cast(), Self::layout(capacity)) };
             next = following;
