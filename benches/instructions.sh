@@ -2,7 +2,8 @@
 # Instructions per deferred closure for each mechanism at n = 1, 8 and 1000 closures per
 # scope, counted by cachegrind: (Ir of SCOPES scopes of n closures - Ir of SCOPES empty
 # scopes) / (SCOPES * n). Exact and repeatable, whatever else the machine is doing.
-# Usage: benches/instructions.sh [SCOPES]   (default 20000)
+# Usage: benches/instructions.sh [SCOPES]   (default 20000). The last line is the cost of an
+# empty scope created and dropped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scopes=${1:-20000}
@@ -31,3 +32,11 @@ printf '%-24s %10s %10s %10s\n' "instructions per defer" "n = 1" "n = 8" "n = 10
   done
   echo "$row"
 done
+
+# An empty scope created and dropped, over the same harness calling nothing: the scope's own
+# cost plus the stack frame its function needs for the scope's storage.
+direct=$("$bin" | awk -F'\t' '$2 == "direct call" { print $1 }')
+scope=$("$bin" | awk -F'\t' '$2 == "Scope::defer" { print $1 }')
+base=$(instructions "$direct" 0 "$scopes")
+empty=$(instructions "$scope" 0 "$scopes")
+awk -v b="$base" -v e="$empty" -v k="$scopes" 'BEGIN { printf "%-24s %10.1f\n", "empty Scope (per scope)", (e - b) / k }'
