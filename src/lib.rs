@@ -43,6 +43,9 @@
 //!   ([`run_now`](Scope::run_now)), dismissed ([`dismiss`](Scope::dismiss)) or handed to the
 //!   caller ([`take`](Scope::take)). Closures of up to three machine words are stored inline:
 //!   no heap allocation per closure, and none at all for up to `N` (default 8) pending ones.
+//! - [`Scope::hold`] / [`Scope::hold_fallible`]: Go's `f := open(); defer f.Close(); use(f)`.
+//!   The scope takes the value, lends it back as `&mut T`, and gives it to the cleanup when it
+//!   ends. Registration takes `&self`, so held values stay usable while more are registered.
 //! - [`scope`], [`try_scope`], [`for_each_scoped`], [`try_for_each_scoped`] (and their `_in`
 //!   forms, with a scope of your own) and [`IteratorExt`]: a function scope, and loops whose
 //!   iterations each get their own scope, reusing its storage.
@@ -76,9 +79,10 @@
 //!
 //! # Unsafe code
 //!
-//! This crate uses `unsafe` to store closures of different types in one inline array. All of
-//! it lives in one private module, every block states why it is sound, and the test suite
-//! runs under Miri.
+//! This crate uses `unsafe` to store closures of different types in one inline array (and in
+//! heap segments that never move), and to lend out held values from `&self`. All of it lives
+//! in one private module, every block states why it is sound, and the test suite runs under
+//! Miri with both of its borrow models.
 
 #![no_std]
 #![cfg_attr(docsrs, feature(doc_cfg))]

@@ -27,9 +27,11 @@ use crate::stats::{Counters, Stats};
 /// whose captures take at most three machine words, with alignment at most that of `usize`
 /// (a reference plus a `u64`, a `File`, a `String`, a `MutexGuard`), is stored inline and costs
 /// no heap allocation; a larger or over-aligned one is boxed, one allocation each. Past `N`
-/// pending closures the stack moves to the heap once and grows geometrically; [`run_now`]
-/// keeps that allocation, which is how the [loop helpers](crate::for_each_scoped) make every
-/// iteration after the first free of allocations.
+/// pending closures the stack grows into heap segments, each as large as everything before
+/// it. Nothing registered ever moves, which is what lets [`hold`](Scope::hold) lend values
+/// out. [`run_now`] keeps the segments, which is how the
+/// [loop helpers](crate::for_each_scoped) make every iteration after the first free of
+/// allocations.
 ///
 /// # Panics in closures
 ///
@@ -505,8 +507,8 @@ impl<'env, const N: usize> Scope<'env, N> {
         self.arena.len() == 0
     }
 
-    /// The number of closures that can be pending without allocating again: `N` until the
-    /// stack has moved to the heap, then its heap capacity.
+    /// The number of closures that can be pending without allocating again: `N` plus the
+    /// capacity of the heap segments the scope has grown.
     ///
     /// ```
     /// let scope: scoped_defer::Scope<'_, 4> = scoped_defer::Scope::new();
@@ -518,7 +520,7 @@ impl<'env, const N: usize> Scope<'env, N> {
         self.arena.capacity()
     }
 
-    /// Whether the stack has outgrown its `N` inline slots and moved to the heap.
+    /// Whether the stack has outgrown its `N` inline slots and grown into the heap.
     ///
     /// ```
     /// let mut scope: scoped_defer::Scope<'_, 2> = scoped_defer::Scope::new();

@@ -59,7 +59,7 @@ pub struct Stats {
     pub pending: usize,
     /// The most closures pending at once.
     pub high_water: usize,
-    /// Whether the stack has moved to the heap.
+    /// Whether the stack has grown into the heap.
     pub spilled: bool,
     /// Bytes of heap the stack holds (zero while inline); boxed closures not included.
     pub heap_bytes: usize,
