@@ -221,7 +221,7 @@ fn execute<const N: usize>(
                     scope.defer(log_zero_sized);
                 }
             }
-            Op::Defer { kind, panics } => {
+            Op::Defer { kind, panics } | Op::Hold { kind, panics } => {
                 let id = model.next_id;
                 model.next_id += 1;
                 pending.push(Pending {
@@ -229,17 +229,12 @@ fn execute<const N: usize>(
                     zero_sized: false,
                     panics: *panics,
                 });
-                defer_kind(scope, events.token(id), *kind, *panics);
-            }
-            Op::Hold { kind, panics } => {
-                let id = model.next_id;
-                model.next_id += 1;
-                pending.push(Pending {
-                    id,
-                    zero_sized: false,
-                    panics: *panics,
-                });
-                hold_kind(scope, events.token(id), *kind, *panics);
+                let token = events.token(id);
+                if matches!(op, Op::Hold { .. }) {
+                    hold_kind(scope, token, *kind, *panics);
+                } else {
+                    defer_kind(scope, token, *kind, *panics);
+                }
             }
             Op::RunNow => {
                 let expected = model.run(pending);
