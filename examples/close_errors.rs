@@ -54,7 +54,7 @@ fn main() -> ExitCode {
     let mut reported = Vec::new();
     {
         let mut scope: Scope<'_> = Scope::new();
-        scope.on_error(|e| reported.push(e.to_string()));
+        scope.set_error_handler(|e| reported.push(e.to_string()));
         let out = scope.hold_fallible(BufWriter::new(FailsOnFlush), |mut out| out.flush());
         out.write_all(data).expect("buffered");
     }

@@ -57,7 +57,7 @@
 //! ```compile_fail,E0277
 //! let mut scope: scoped_defer::SendScope<'static> = scoped_defer::SendScope::new();
 //! let shared = std::rc::Rc::new(());
-//! scope.on_error(move |_| drop(shared.clone()));
+//! scope.set_error_handler(move |_| drop(shared.clone()));
 //! ```
 //!
 //! Nor `Sync`:

@@ -7,6 +7,7 @@
 
 use alloc::vec::Vec;
 use core::marker::PhantomData;
+use core::panic::Location;
 
 use crate::error::BoxError;
 
@@ -22,10 +23,13 @@ pub(crate) enum Outcome {
 /// What one drain of a scope tells its closures, and collects from them.
 #[derive(Debug)]
 pub(crate) struct DrainContext {
+    /// How the body ended.
     pub(crate) outcome: Outcome,
     /// Errors of fallible closures, in the order they happened.
     pub(crate) errors: Vec<BoxError>,
-    /// Closures that panicked.
+    /// Where the closure of the first error was registered.
+    pub(crate) first_error_site: Option<&'static Location<'static>>,
+    /// Closures that panicked so far.
     pub(crate) panics: usize,
 }
 
@@ -34,8 +38,16 @@ impl DrainContext {
         DrainContext {
             outcome,
             errors: Vec::new(),
+            first_error_site: None,
             panics: 0,
         }
+    }
+
+    /// The outcome as it stands now: the body's, turned into a failure by any closure that
+    /// panicked or failed before this point. Go, Python's `ExitStack` and the block guards
+    /// agree on this rule.
+    fn failed(&self) -> bool {
+        self.outcome == Outcome::Failure || self.panics > 0 || !self.errors.is_empty()
     }
 }
 
@@ -92,8 +104,13 @@ impl<F: Call<Output = ()>> Deferred for Plain<F> {
     }
 }
 
-/// Returns `Result<(), E>`: always runs; its error is collected.
-pub(crate) struct Fallible<F, E>(pub(crate) F, pub(crate) PhantomData<fn() -> E>);
+/// Returns `Result<(), E>`: always runs; its error is collected, with where it was
+/// registered, so that an error nobody can return points at the user's code.
+pub(crate) struct Fallible<F, E> {
+    pub(crate) call: F,
+    pub(crate) site: &'static Location<'static>,
+    pub(crate) error: PhantomData<fn() -> E>,
+}
 
 impl<F, E> Deferred for Fallible<F, E>
 where
@@ -103,16 +120,18 @@ where
     fn run(self) {
         // Unreachable: a scope drains with a context once it holds a fallible closure. If it
         // ever were reached, losing the error silently would be the worst answer.
-        if let Err(error) = self.0.call() {
+        if let Err(error) = self.call.call() {
             panic!(
-                "a cleanup failed where its error cannot be reported: {}",
+                "a cleanup registered at {} failed where its error cannot be reported: {}",
+                self.site,
                 error.into()
             );
         }
     }
 
     fn run_in(self, context: &mut DrainContext) {
-        if let Err(error) = self.0.call() {
+        if let Err(error) = self.call.call() {
+            context.first_error_site.get_or_insert(self.site);
             context.errors.push(error.into());
         }
     }
@@ -127,7 +146,7 @@ impl<F: Call<Output = ()>> Deferred for OnFailure<F> {
     }
 
     fn run_in(self, context: &mut DrainContext) {
-        if context.outcome == Outcome::Failure {
+        if context.failed() {
             self.0.call()
         }
     }
@@ -142,7 +161,7 @@ impl<F: Call<Output = ()>> Deferred for OnSuccess<F> {
     }
 
     fn run_in(self, context: &mut DrainContext) {
-        if context.outcome == Outcome::Success {
+        if !context.failed() {
             self.0.call()
         }
     }

@@ -1,10 +1,11 @@
 //! How a scope ends when it holds fallible or outcome-aware closures: draining with a
 //! context, delivering the errors nobody can return, and [`try_scope`], which returns them.
 
-#[cfg(feature = "std")]
-use alloc::boxed::Box;
 use alloc::vec::Vec;
+use core::panic::Location;
 
+#[cfg(feature = "std")]
+use crate::arena::{Payload, drop_payload};
 use crate::deferred::{DrainContext, Outcome};
 use crate::error::{BoxError, CleanupErrors, ScopeError};
 #[cfg(feature = "std")]
@@ -14,9 +15,11 @@ use crate::scope::Scope;
 /// What a drain with context left behind.
 pub(crate) struct Drained {
     errors: Vec<BoxError>,
+    /// Where the closure of the first error was registered.
+    first_error_site: Option<&'static Location<'static>>,
     /// The first panic of a closure, caught so that the errors can be delivered first.
     #[cfg(feature = "std")]
-    panic: Option<Box<dyn core::any::Any + Send>>,
+    panic: Option<Payload>,
 }
 
 impl<'env, const N: usize> Scope<'env, N> {
@@ -28,8 +31,19 @@ impl<'env, const N: usize> Scope<'env, N> {
             return Ok(());
         }
         let drained = self.drain_in(outcome);
-        let errors = self.resume_panic(drained);
-        CleanupErrors::from_vec(errors).map_or(Ok(()), Err)
+        #[cfg(feature = "std")]
+        if let Some(payload) = drained.panic {
+            // The panic wins; the errors, which can then not be returned, go to the handler.
+            let unreported = Drained {
+                panic: None,
+                ..drained
+            };
+            if let Some(handler_panic) = self.report(unreported, false) {
+                drop_payload(handler_panic);
+            }
+            std::panic::resume_unwind(payload);
+        }
+        CleanupErrors::from_vec(drained.errors).map_or(Ok(()), Err)
     }
 
     /// Ends the scope of a body that panicked: runs every closure as failed, catching their
@@ -53,7 +67,7 @@ impl<'env, const N: usize> Scope<'env, N> {
         let pending = self.arena.len();
         if let Some(extras) = self.arena.extras_mut() {
             // Every pending closure is consumed from here on, even if one panics.
-            extras.needs_context.set(false);
+            extras.forget_pending();
             if let Some(counters) = &mut extras.counters {
                 counters.ran(pending);
             }
@@ -63,68 +77,140 @@ impl<'env, const N: usize> Scope<'env, N> {
         let panic = self.arena.run_all_caught_in(&mut context);
         #[cfg(not(feature = "std"))]
         self.arena.run_all_in(&mut context);
-        if let Some(extras) = self.arena.extras_mut() {
-            #[cfg(feature = "std")]
-            {
-                extras.panic_state.set(None);
-            }
-            if let Some(counters) = &mut extras.counters {
-                counters.failed(context.panics, context.errors.len());
-            }
+        if let Some(counters) = self.arena.extras_mut().and_then(|e| e.counters.as_mut()) {
+            counters.failed(context.panics, context.errors.len());
         }
         Drained {
             errors: context.errors,
+            first_error_site: context.first_error_site,
             #[cfg(feature = "std")]
             panic,
         }
     }
 
-    /// Delivers what a drain left when nobody can return it: errors to the handler (or a
-    /// panic without one), then the first closure panic.
+    /// Delivers what a drain left when nobody can return it and the thread is not unwinding:
+    /// errors to the handler (without one, a panic that says where the failed cleanup was
+    /// registered), then the first panic, of a closure or else of the handler, resumes.
     #[track_caller]
     pub(crate) fn deliver(&mut self, drained: Drained) {
-        let errors = self.resume_panic(drained);
-        self.report(errors, true);
-    }
-
-    /// Resumes the first closure panic, if any, once the errors (which can then not be
-    /// returned) are delivered; otherwise hands the errors back.
-    fn resume_panic(&mut self, drained: Drained) -> Vec<BoxError> {
         #[cfg(feature = "std")]
-        if let Some(payload) = drained.panic {
-            self.report(drained.errors, false);
-            std::panic::resume_unwind(payload);
+        let (closure_panic, drained) = (
+            drained.panic,
+            Drained {
+                panic: None,
+                ..drained
+            },
+        );
+        #[cfg(feature = "std")]
+        let may_panic = closure_panic.is_none();
+        #[cfg(not(feature = "std"))]
+        let may_panic = true;
+        let handler_panic = self.report(drained, may_panic);
+        #[cfg(feature = "std")]
+        match (closure_panic, handler_panic) {
+            (Some(first), later) => {
+                if let Some(later) = later {
+                    drop_payload(later);
+                }
+                std::panic::resume_unwind(first);
+            }
+            (None, Some(first)) => std::panic::resume_unwind(first),
+            (None, None) => {}
         }
-        drained.errors
+        #[cfg(not(feature = "std"))]
+        let _ = handler_panic;
     }
 
-    /// Disposes of what a drain left while the thread is unwinding, where a panic would abort.
+    /// Disposes of what a drain left while the thread is unwinding, where a panic would abort:
+    /// every panic, of a closure or of the handler, is caught and dropped.
     fn settle_while_unwinding(&mut self, drained: Drained) {
         #[cfg(feature = "std")]
-        if let Some(payload) = drained.panic {
-            crate::arena::drop_payload(payload);
+        let drained = {
+            if let Some(payload) = drained.panic {
+                drop_payload(payload);
+            }
+            Drained {
+                panic: None,
+                ..drained
+            }
+        };
+        #[cfg(feature = "std")]
+        if let Some(payload) = self.report(drained, false) {
+            drop_payload(payload);
         }
-        self.report(drained.errors, false);
+        #[cfg(not(feature = "std"))]
+        let _ = self.report(drained, false);
     }
 
-    /// Hands errors to the handler; without one, panics if `may_panic`, else prints them (with
+    /// Hands errors to the handler, catching its panics (the first is returned) so that every
+    /// error is handed over. Without a handler: panics if `may_panic`, else prints them (with
     /// `std`) so that they are not lost in silence.
     #[track_caller]
-    pub(crate) fn report(&mut self, errors: Vec<BoxError>, may_panic: bool) {
+    fn report(&mut self, drained: Drained, may_panic: bool) -> Option<Handed> {
+        let Drained {
+            errors,
+            first_error_site,
+            ..
+        } = drained;
         if errors.is_empty() {
-            return;
+            return None;
         }
-        if let Some(handler) = self.arena.extras_mut().and_then(|e| e.on_error.as_mut()) {
-            errors.into_iter().for_each(handler);
-            return;
+        if let Some(handler) = self.arena.extras_mut().and_then(|e| e.handler.as_mut()) {
+            return hand_over(handler, errors);
         }
         let errors = CleanupErrors::from_vec(errors).expect("not empty");
+        let site = first_error_site.expect("a failed cleanup records where it was registered");
         if may_panic {
-            panic!("{errors} (set a handler with Scope::on_error, or end the scope with finish())");
+            unreported(&errors, site);
         }
         #[cfg(feature = "std")]
-        std::eprintln!("scoped-defer: {errors}, while the thread was already panicking");
+        std::eprintln!(
+            "scoped-defer: {errors} (registered at {site}), while the thread was already panicking"
+        );
+        None
     }
+}
+
+/// What a panicking handler left: its first payload (with `std`; without it, a handler panic
+/// propagates at once).
+#[cfg(feature = "std")]
+type Handed = Payload;
+#[cfg(not(feature = "std"))]
+type Handed = core::convert::Infallible;
+
+/// Gives every error to `handler`; with `std`, catches its panics and returns the first.
+fn hand_over(handler: &mut dyn FnMut(BoxError), errors: Vec<BoxError>) -> Option<Handed> {
+    #[cfg(feature = "std")]
+    {
+        let mut first = None;
+        for error in errors {
+            let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(error)));
+            if let Err(payload) = handled {
+                match first {
+                    None => first = Some(payload),
+                    Some(_) => drop_payload(payload),
+                }
+            }
+        }
+        first
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        errors.into_iter().for_each(handler);
+        None
+    }
+}
+
+/// Panics for errors that nobody can return, pointing at the caller (with `#[track_caller]`
+/// up to user code where possible) and at the failed cleanup's registration.
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn unreported(errors: &CleanupErrors, site: &Location<'_>) -> ! {
+    panic!(
+        "{errors} (registered at {site}), and nothing could return the error: give the scope a \
+         handler with set_error_handler, or end it with finish() or try_scope"
+    )
 }
 
 impl<const N: usize> Scope<'_, N> {

@@ -51,7 +51,7 @@
 //!   iterations each get their own scope, reusing its storage.
 //! - Cleanups that can fail ([`Scope::defer_fallible`]): their errors are returned by
 //!   [`Scope::finish`] and [`try_scope`] ([`CleanupErrors`], [`ScopeError`]) or handed to an
-//!   [`on_error`](Scope::on_error) handler, never lost. Cleanups that depend on the outcome
+//!   [`set_error_handler`](Scope::set_error_handler) handler, never lost. Cleanups that depend on the outcome
 //!   ([`Scope::defer_on_error`], Zig's `errdefer`, and [`Scope::defer_on_success`]).
 //! - [`Scope::with_limit`] and [`Stats`]: stop or measure closures that pile up.
 //! - [`SendScope`]: a scope for `Send` closures that is itself `Send`.

@@ -31,19 +31,25 @@ use crate::error::ScopeError;
 /// });
 /// assert_eq!((open.get(), peak.get()), (0, 1));
 /// ```
+#[track_caller]
 pub fn for_each_scoped<'env, I: IntoIterator>(iter: I, f: impl FnMut(&mut Scope<'env>, I::Item)) {
     for_each_scoped_in(&mut Scope::new(), iter, f);
 }
 
-/// [`for_each_scoped`] with a scope of your own: one created
-/// [`with_limit`](Scope::with_limit) or [`with_stats`](Scope::with_stats), or with an
-/// [`on_error`](Scope::on_error) handler. Its stats then cover every iteration; the
-/// `high_water` mark is the most closures one iteration left pending.
+/// [`for_each_scoped`] with a scope of your own: one with a [limit](Scope::set_limit),
+/// [stats](Scope::track_stats) or an [error handler](Scope::set_error_handler). Its stats then
+/// cover every iteration; the `high_water` mark is the most closures one iteration left
+/// pending.
+///
+/// Closures already pending in `scope` are set aside for the loop: each iteration sees, runs
+/// and counts against the limit only its own closures, and the earlier ones stay pending,
+/// in their place, until `scope` ends.
 ///
 /// ```
 /// use scoped_defer::{for_each_scoped_in, Scope};
 ///
-/// let mut scope: Scope<'_> = Scope::with_limit(16);
+/// let mut scope = Scope::with_stats();
+/// scope.set_limit(16);
 /// for_each_scoped_in(&mut scope, 0..100, |s, _| {
 ///     s.defer(|| ());
 ///     s.defer(|| ());
@@ -51,15 +57,35 @@ pub fn for_each_scoped<'env, I: IntoIterator>(iter: I, f: impl FnMut(&mut Scope<
 /// let stats = scope.stats().unwrap();
 /// assert_eq!((stats.ran, stats.high_water), (200, 2));
 /// ```
+#[track_caller]
 pub fn for_each_scoped_in<'env, const N: usize, I: IntoIterator>(
     scope: &mut Scope<'env, N>,
     iter: I,
     mut f: impl FnMut(&mut Scope<'env, N>, I::Item),
 ) {
-    for item in iter {
-        body_of(scope, |scope| f(scope, item));
-        scope.run_now();
+    with_earlier_set_aside(scope, |scope| {
+        for item in iter {
+            body_of(scope, |scope| f(scope, item));
+            scope.run_now();
+        }
+    });
+}
+
+/// Runs `f` with the closures already pending in `scope` moved out of the way, and puts them
+/// back afterwards, even if `f` panics.
+#[inline]
+fn with_earlier_set_aside<'env, const N: usize, R>(
+    scope: &mut Scope<'env, N>,
+    f: impl FnOnce(&mut Scope<'env, N>) -> R,
+) -> R {
+    if scope.is_empty() {
+        return f(scope);
     }
+    let earlier = scope.set_aside();
+    let mut guard = scopeguard::guard((scope, earlier), |(scope, earlier)| {
+        scope.put_back(earlier);
+    });
+    f(&mut *guard.0)
 }
 
 /// Like [`for_each_scoped`], but stops at the first failed iteration: one whose body returned
@@ -101,7 +127,7 @@ pub fn try_for_each_scoped<'env, I: IntoIterator, E>(
 /// ```
 /// use scoped_defer::{try_for_each_scoped_in, Scope};
 ///
-/// let mut scope: Scope<'_> = Scope::with_stats();
+/// let mut scope = Scope::with_stats();
 /// let result = try_for_each_scoped_in(&mut scope, 0..10, |s, i| {
 ///     s.defer_fallible(move || if i == 4 { Err("closing item 4 failed") } else { Ok(()) });
 ///     Ok::<(), &str>(())
@@ -114,17 +140,19 @@ pub fn try_for_each_scoped_in<'env, const N: usize, I: IntoIterator, E>(
     iter: I,
     mut f: impl FnMut(&mut Scope<'env, N>, I::Item) -> Result<(), E>,
 ) -> Result<(), ScopeError<E>> {
-    for item in iter {
-        let body = body_of(scope, |scope| f(scope, item));
-        let outcome = if body.is_ok() {
-            Outcome::Success
-        } else {
-            Outcome::Failure
-        };
-        let cleanup = scope.end_with(outcome);
-        combine(body, cleanup)?;
-    }
-    Ok(())
+    with_earlier_set_aside(scope, |scope| {
+        for item in iter {
+            let body = body_of(scope, |scope| f(scope, item));
+            let outcome = if body.is_ok() {
+                Outcome::Success
+            } else {
+                Outcome::Failure
+            };
+            let cleanup = scope.end_with(outcome);
+            combine(body, cleanup)?;
+        }
+        Ok(())
+    })
 }
 
 /// Method forms of [`for_each_scoped`] and [`try_for_each_scoped`] for every iterator.
@@ -143,6 +171,7 @@ pub fn try_for_each_scoped_in<'env, const N: usize, I: IntoIterator, E>(
 pub trait IteratorExt: Iterator + Sized {
     /// See [`for_each_scoped`].
     #[inline]
+    #[track_caller]
     fn for_each_scoped<'env>(self, f: impl FnMut(&mut Scope<'env>, Self::Item)) {
         for_each_scoped(self, f);
     }

@@ -5,6 +5,7 @@ use alloc::boxed::Box;
 use core::cell::Cell;
 use core::fmt;
 use core::marker::PhantomData;
+use core::panic::Location;
 use core::ptr::NonNull;
 
 use crate::arena::Arena;
@@ -47,7 +48,7 @@ use crate::stats::{Counters, Stats};
 /// A cleanup that can fail is registered with [`defer_fallible`](Scope::defer_fallible); its
 /// error is never lost: [`finish`](Scope::finish) and [`try_scope`](crate::try_scope) return every error, and a
 /// scope that is dropped (or [`run_now`](Scope::run_now)) with failed cleanups hands them to
-/// its [`on_error`](Scope::on_error) handler, or panics if it has none.
+/// its [`set_error_handler`](Scope::set_error_handler) handler, or panics if it has none.
 /// [`defer_on_error`](Scope::defer_on_error) and [`defer_on_success`](Scope::defer_on_success)
 /// run only if the scope failed or succeeded. [`with_limit`](Scope::with_limit) caps the
 /// number of pending closures, and [`stats`](Scope::stats) shows how the scope was used.
@@ -95,12 +96,12 @@ static_assertions::const_assert!(
 /// Limits, stats, error handling, and the state of fallible and outcome-aware closures.
 pub(crate) struct Extras<'env> {
     /// Most closures that may be pending at once.
-    pub(crate) limit: usize,
+    pub(crate) limit: Option<usize>,
     /// Present when the scope was created to track stats.
     pub(crate) counters: Option<Counters>,
     /// Closures refused by `try_defer` at the limit (registration goes through `&self`).
     pub(crate) refused: Cell<u64>,
-    pub(crate) on_error: Option<Box<dyn FnMut(BoxError) + 'env>>,
+    pub(crate) handler: Option<Box<dyn FnMut(BoxError) + 'env>>,
     /// Whether a pending closure is fallible or outcome-aware, so that drains must give
     /// closures a [`DrainContext`](crate::deferred::DrainContext).
     pub(crate) needs_context: Cell<bool>,
@@ -111,12 +112,19 @@ pub(crate) struct Extras<'env> {
 }
 
 impl Extras<'_> {
+    /// Forgets what the pending closures needed, once they are drained, dismissed or moved.
+    pub(crate) fn forget_pending(&self) {
+        self.needs_context.set(false);
+        #[cfg(feature = "std")]
+        self.panic_state.set(None);
+    }
+
     fn new() -> Self {
         Extras {
-            limit: usize::MAX,
+            limit: None,
             counters: None,
             refused: Cell::new(0),
-            on_error: None,
+            handler: None,
             needs_context: Cell::new(false),
             #[cfg(feature = "std")]
             panic_state: Cell::new(None),
@@ -124,35 +132,36 @@ impl Extras<'_> {
     }
 }
 
-impl<'env, const N: usize> Scope<'env, N> {
-    /// Creates an empty scope. Allocates nothing.
+impl<'env> Scope<'env> {
+    /// Creates an empty scope with the default `N` (8 inline slots). Allocates nothing.
+    ///
+    /// For another `N`, name the type and use [`Default`]:
+    /// `let s: Scope<'_, 32> = Scope::default();`.
     ///
     /// (Not a `const fn`: with the inline buffer built as a constant, LLVM clears all of it on
     /// every creation, about 40 instructions for nothing.)
     ///
     /// ```
-    /// let scope: scoped_defer::Scope<'_> = scoped_defer::Scope::new();
-    /// assert!(scope.is_empty());
+    /// let scope = scoped_defer::Scope::new();
+    /// scope.defer(|| println!("cleaned up"));
     /// ```
     #[must_use = "a scope that is dropped at once runs nothing; bind it to a variable"]
     #[inline]
     pub fn new() -> Self {
-        Scope {
-            arena: Arena::new(),
-        }
+        Self::default()
     }
 
-    /// Creates a scope that holds at most `limit` pending closures, and tracks
-    /// [`stats`](Scope::stats). Past the limit, [`defer`](Scope::defer) panics and
-    /// [`try_defer`](Scope::try_defer) hands the closure back.
+    /// Creates a scope that holds at most `limit` pending closures: past it,
+    /// [`defer`](Scope::defer) panics and [`try_defer`](Scope::try_defer) hands the closure
+    /// back. See [`set_limit`](Scope::set_limit).
     ///
     /// A limit turns Go's silent defer-in-a-loop pile-up into an error at the first closure
-    /// too many. Allocates once, for the limit and the stats.
+    /// too many. Allocates once.
     ///
     /// ```
     /// use scoped_defer::Scope;
     ///
-    /// let mut scope: Scope<'_> = Scope::with_limit(2);
+    /// let scope = Scope::with_limit(2);
     /// scope.defer(|| ());
     /// scope.defer(|| ());
     /// let refused = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scope.defer(|| ())));
@@ -161,15 +170,16 @@ impl<'env, const N: usize> Scope<'env, N> {
     /// ```
     #[must_use = "a scope that is dropped at once runs nothing; bind it to a variable"]
     pub fn with_limit(limit: usize) -> Self {
-        let mut scope = Self::with_stats();
-        scope.extras_mut().limit = limit;
+        let mut scope = Self::new();
+        scope.set_limit(limit);
         scope
     }
 
-    /// Creates a scope that tracks [`stats`](Scope::stats). Allocates once.
+    /// Creates a scope that tracks [`stats`](Scope::stats). Allocates once. See
+    /// [`track_stats`](Scope::track_stats).
     ///
     /// ```
-    /// let mut scope: scoped_defer::Scope<'_> = scoped_defer::Scope::with_stats();
+    /// let mut scope = scoped_defer::Scope::with_stats();
     /// scope.defer(|| ());
     /// scope.run_now();
     /// assert_eq!(scope.stats().unwrap().ran, 1);
@@ -177,15 +187,61 @@ impl<'env, const N: usize> Scope<'env, N> {
     #[must_use = "a scope that is dropped at once runs nothing; bind it to a variable"]
     pub fn with_stats() -> Self {
         let mut scope = Self::new();
-        scope.extras_mut().counters = Some(Counters::default());
+        scope.track_stats();
         scope
+    }
+}
+
+impl<'env, const N: usize> Scope<'env, N> {
+    /// Caps the number of pending closures at `limit`, from now on: past it,
+    /// [`defer`](Scope::defer) (and every other registration) panics, and
+    /// [`try_defer`](Scope::try_defer) hands the closure back. Closures already pending stay.
+    /// Allocates once, the first time the scope needs more than its closures.
+    ///
+    /// ```
+    /// use scoped_defer::Scope;
+    ///
+    /// let mut scope: Scope<'_, 2> = Scope::default();
+    /// scope.set_limit(1);
+    /// scope.defer(|| ());
+    /// assert!(scope.try_defer(|| ()).is_err());
+    /// assert_eq!(scope.limit(), Some(1));
+    /// ```
+    pub fn set_limit(&mut self, limit: usize) {
+        self.extras_mut().limit = Some(limit);
+    }
+
+    /// Starts tracking [`stats`](Scope::stats), counting from the closures pending now.
+    /// Allocates once, the first time the scope needs more than its closures.
+    ///
+    /// ```
+    /// use scoped_defer::Scope;
+    ///
+    /// let mut scope: Scope<'_, 2> = Scope::default();
+    /// scope.track_stats();
+    /// for _ in 0..3 {
+    ///     scope.defer(|| ());
+    /// }
+    /// scope.run_now();
+    /// assert_eq!(scope.stats().unwrap().high_water, 3);
+    /// ```
+    pub fn track_stats(&mut self) {
+        let extras = self.extras_mut();
+        if extras.counters.is_none() {
+            extras.counters = Some(Counters::default());
+        }
     }
 
     /// Sets the handler that receives the errors of failed cleanups when nobody can return
     /// them: when the scope is dropped, and from [`run_now`](Scope::run_now). Without a
     /// handler, such errors make the scope panic once all its closures have run (or, if the
     /// thread is already panicking, are printed to standard error), so they are never lost
-    /// in silence. [`finish`](Scope::finish) and [`try_scope`](crate::try_scope) return errors instead.
+    /// in silence. [`finish`](Scope::finish) and [`try_scope`](crate::try_scope) return errors
+    /// instead.
+    ///
+    /// A handler that panics is treated like a cleanup that panics: the panic resumes once
+    /// every error is handed over, or is caught and dropped if the thread is already
+    /// unwinding.
     ///
     /// ```
     /// use std::cell::RefCell;
@@ -193,14 +249,14 @@ impl<'env, const N: usize> Scope<'env, N> {
     ///
     /// let logged = RefCell::new(Vec::new());
     /// {
-    ///     let mut scope: Scope<'_> = Scope::new();
-    ///     scope.on_error(|e| logged.borrow_mut().push(e.to_string()));
+    ///     let mut scope = Scope::new();
+    ///     scope.set_error_handler(|e| logged.borrow_mut().push(e.to_string()));
     ///     scope.defer_fallible(|| Err::<(), _>("disk full"));
     /// }
     /// assert_eq!(*logged.borrow(), ["disk full"]);
     /// ```
-    pub fn on_error(&mut self, handler: impl FnMut(BoxError) + 'env) {
-        self.extras_mut().on_error = Some(Box::new(handler));
+    pub fn set_error_handler(&mut self, handler: impl FnMut(BoxError) + 'env) {
+        self.extras_mut().handler = Some(Box::new(handler));
     }
 
     /// Registers `f` to run when the scope ends, after every closure registered later.
@@ -239,10 +295,10 @@ impl<'env, const N: usize> Scope<'env, N> {
     /// [`LimitExceeded`] holding `f`, when the scope already holds its limit of closures.
     ///
     /// ```
-    /// let mut scope: scoped_defer::Scope<'_> = scoped_defer::Scope::with_limit(0);
+    /// let scope = scoped_defer::Scope::with_limit(0);
     /// let refused = scope.try_defer(|| ()).unwrap_err();
     /// assert_eq!(refused.limit(), 0);
-    /// assert_eq!(scope.stats().unwrap().refused, 1);
+    /// assert!(scope.is_empty());
     /// ```
     pub fn try_defer<F: FnOnce() + 'env>(&self, f: F) -> Result<(), LimitExceeded<F>> {
         if let Some(limit) = reached_limit(&self.arena) {
@@ -257,7 +313,7 @@ impl<'env, const N: usize> Scope<'env, N> {
 
     /// Registers a cleanup that can fail. Its error is kept: [`finish`](Scope::finish) and
     /// [`try_scope`](crate::try_scope) return it, and a dropped scope hands it to its
-    /// [`on_error`](Scope::on_error) handler (or panics without one). This is what Go's
+    /// [`set_error_handler`](Scope::set_error_handler) handler (or panics without one). This is what Go's
     /// `defer f.Close()` loses.
     ///
     /// # Panics
@@ -386,7 +442,7 @@ impl<'env, const N: usize> Scope<'env, N> {
     {
         let held = self.push_fallible(Held { value, cleanup });
         // SAFETY: as in `hold`.
-        unsafe { &mut (*held.as_ptr()).0.value }
+        unsafe { &mut (*held.as_ptr()).call.value }
     }
 
     /// Registers `f` to run only if the scope fails: inside [`try_scope`](crate::try_scope) or
@@ -459,7 +515,11 @@ impl<'env, const N: usize> Scope<'env, N> {
         E: Into<BoxError> + 'env,
     {
         self.extras().needs_context.set(true);
-        self.push(Fallible(cleanup, PhantomData))
+        self.push(Fallible {
+            call: cleanup,
+            site: Location::caller(),
+            error: PhantomData,
+        })
     }
 
     fn note_outcome_aware(&self) {
@@ -511,7 +571,7 @@ impl<'env, const N: usize> Scope<'env, N> {
     /// capacity of the heap segments the scope has grown.
     ///
     /// ```
-    /// let scope: scoped_defer::Scope<'_, 4> = scoped_defer::Scope::new();
+    /// let scope: scoped_defer::Scope<'_, 4> = scoped_defer::Scope::default();
     /// assert_eq!(scope.capacity(), 4);
     /// ```
     #[inline]
@@ -523,7 +583,7 @@ impl<'env, const N: usize> Scope<'env, N> {
     /// Whether the stack has outgrown its `N` inline slots and grown into the heap.
     ///
     /// ```
-    /// let mut scope: scoped_defer::Scope<'_, 2> = scoped_defer::Scope::new();
+    /// let mut scope: scoped_defer::Scope<'_, 2> = scoped_defer::Scope::default();
     /// scope.defer(|| ());
     /// scope.defer(|| ());
     /// assert!(!scope.spilled());
@@ -536,7 +596,8 @@ impl<'env, const N: usize> Scope<'env, N> {
         self.arena.spilled()
     }
 
-    /// The limit set by [`with_limit`](Scope::with_limit), if any.
+    /// The limit set by [`with_limit`](Scope::with_limit) or [`set_limit`](Scope::set_limit),
+    /// if any.
     ///
     /// ```
     /// use scoped_defer::Scope;
@@ -548,20 +609,18 @@ impl<'env, const N: usize> Scope<'env, N> {
     /// ```
     #[must_use]
     pub fn limit(&self) -> Option<usize> {
-        self.arena
-            .extras()
-            .map(|e| e.limit)
-            .filter(|&l| l != usize::MAX)
+        self.arena.extras()?.limit
     }
 
-    /// How the scope has been used so far, if it was created
-    /// [`with_stats`](Scope::with_stats) or [`with_limit`](Scope::with_limit); `None`
-    /// otherwise. See [`Stats`] for a recipe that finds closures piling up.
+    /// How the scope has been used so far, if it tracks stats (created
+    /// [`with_stats`](Scope::with_stats), or after [`track_stats`](Scope::track_stats));
+    /// `None` otherwise. See [`Stats`] for a recipe that finds closures piling up.
     ///
     /// ```
     /// use scoped_defer::Scope;
     ///
-    /// let mut scope: Scope<'_, 2> = Scope::with_stats();
+    /// let mut scope: Scope<'_, 2> = Scope::default();
+    /// scope.track_stats();
     /// for _ in 0..3 {
     ///     scope.defer(|| ());
     /// }
@@ -588,7 +647,7 @@ impl<'env, const N: usize> Scope<'env, N> {
     ///
     /// If a closure panics, the remaining ones still run (their panics are discarded), then the
     /// first panic resumes. The scope is empty afterwards either way. Errors of fallible
-    /// closures go to the [`on_error`](Scope::on_error) handler; without one, this panics once
+    /// closures go to the [`set_error_handler`](Scope::set_error_handler) handler; without one, this panics once
     /// every closure has run. [`try_run_now`](Scope::try_run_now) returns them instead.
     ///
     /// ```
@@ -673,7 +732,7 @@ impl<'env, const N: usize> Scope<'env, N> {
     pub fn dismiss(&mut self) {
         let pending = self.arena.len();
         if let Some(extras) = self.arena.extras_mut() {
-            extras.needs_context.set(false);
+            extras.forget_pending();
             if let Some(counters) = &mut extras.counters {
                 counters.dismissed(pending);
             }
@@ -706,18 +765,26 @@ impl<'env, const N: usize> Scope<'env, N> {
     #[inline]
     pub fn take(&mut self) -> Self {
         let pending = self.arena.len();
-        let moved = self.arena.extras_mut().and_then(|extras| {
-            if let Some(counters) = &mut extras.counters {
-                counters.taken(pending);
-            }
+        if let Some(counters) = self.arena.extras_mut().and_then(|e| e.counters.as_mut()) {
+            counters.taken(pending);
+        }
+        self.set_aside()
+    }
+
+    /// Moves every pending closure into a new scope, with the state they need (uncounted:
+    /// a loop sets the caller's closures aside this way, and [`Scope::put_back`] undoes it).
+    pub(crate) fn set_aside(&mut self) -> Self {
+        let moved = self.arena.extras().and_then(|extras| {
             // The closures that need a context go, and their state with them.
-            extras.needs_context.replace(false).then(|| {
+            let moved = extras.needs_context.get().then(|| {
                 let moved = Extras::new();
                 moved.needs_context.set(true);
                 #[cfg(feature = "std")]
-                moved.panic_state.set(extras.panic_state.take());
+                moved.panic_state.set(extras.panic_state.get());
                 moved
-            })
+            });
+            extras.forget_pending();
+            moved
         });
         let taken = Scope {
             arena: self.arena.take(),
@@ -727,14 +794,23 @@ impl<'env, const N: usize> Scope<'env, N> {
         }
         taken
     }
+
+    /// Puts back closures [set aside](Scope::set_aside), once this scope holds none.
+    pub(crate) fn put_back(&mut self, mut earlier: Self) {
+        if let Some(moved) = earlier.arena.extras() {
+            let extras = self.extras();
+            extras.needs_context.set(true);
+            #[cfg(feature = "std")]
+            extras.panic_state.set(moved.panic_state.get());
+        }
+        let arena = core::mem::replace(&mut earlier.arena, Arena::new());
+        self.arena.put_back(arena);
+    }
 }
 
 /// The scope's limit, if its pending closures have reached it.
 fn reached_limit<const N: usize>(arena: &Arena<'_, N, Extras<'_>>) -> Option<usize> {
-    arena
-        .extras()
-        .map(|e| e.limit)
-        .filter(|&limit| arena.len() >= limit)
+    arena.extras()?.limit.filter(|&limit| arena.len() >= limit)
 }
 
 /// Panics for a closure past the scope's limit; out of line so that `defer` stays small.
@@ -749,9 +825,12 @@ fn limit_reached(limit: usize) -> ! {
 }
 
 impl<const N: usize> Default for Scope<'_, N> {
+    /// An empty scope with `N` inline slots. Allocates nothing.
     #[inline]
     fn default() -> Self {
-        Self::new()
+        Scope {
+            arena: Arena::new(),
+        }
     }
 }
 
@@ -842,7 +921,12 @@ impl<const N: usize> fmt::Debug for Scope<'_, N> {
 /// });
 /// ```
 #[inline]
+#[track_caller]
 pub fn scope<'env, R>(f: impl FnOnce(&mut Scope<'env>) -> R) -> R {
     let mut scope = Scope::new();
-    f(&mut scope)
+    let result = crate::ending::body_of(&mut scope, f);
+    // Ended here rather than by the drop, which cannot tell a body that returned inside a
+    // destructor from an unwind: the first panic of a closure always resumes.
+    scope.run_now();
+    result
 }

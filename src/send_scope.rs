@@ -41,25 +41,23 @@ pub struct SendScope<'env, const N: usize = 8> {
 static_assertions::assert_impl_all!(SendScope<'static>: Send);
 static_assertions::assert_not_impl_any!(SendScope<'static>: Sync);
 
-impl<'env, const N: usize> SendScope<'env, N> {
-    /// Creates an empty scope. Allocates nothing. See [`Scope::new`].
+impl<'env> SendScope<'env> {
+    /// Creates an empty scope with the default `N`. Allocates nothing. See [`Scope::new`].
     ///
     /// ```
-    /// let scope: scoped_defer::SendScope<'_> = scoped_defer::SendScope::new();
+    /// let scope = scoped_defer::SendScope::new();
     /// assert!(scope.is_empty());
     /// ```
     #[must_use = "a scope that is dropped at once runs nothing; bind it to a variable"]
     #[inline]
     pub fn new() -> Self {
-        SendScope {
-            inner: Scope::new(),
-        }
+        Self::default()
     }
 
     /// See [`Scope::with_limit`].
     ///
     /// ```
-    /// let scope: scoped_defer::SendScope<'_> = scoped_defer::SendScope::with_limit(4);
+    /// let scope = scoped_defer::SendScope::with_limit(4);
     /// assert_eq!(scope.limit(), Some(4));
     /// ```
     #[must_use = "a scope that is dropped at once runs nothing; bind it to a variable"]
@@ -72,7 +70,7 @@ impl<'env, const N: usize> SendScope<'env, N> {
     /// See [`Scope::with_stats`].
     ///
     /// ```
-    /// let scope: scoped_defer::SendScope<'_> = scoped_defer::SendScope::with_stats();
+    /// let scope = scoped_defer::SendScope::with_stats();
     /// assert!(scope.stats().is_some());
     /// ```
     #[must_use = "a scope that is dropped at once runs nothing; bind it to a variable"]
@@ -81,15 +79,40 @@ impl<'env, const N: usize> SendScope<'env, N> {
             inner: Scope::with_stats(),
         }
     }
+}
 
-    /// See [`Scope::on_error`].
+impl<'env, const N: usize> SendScope<'env, N> {
+    /// See [`Scope::set_limit`].
     ///
     /// ```
-    /// let mut scope: scoped_defer::SendScope<'_> = scoped_defer::SendScope::new();
-    /// scope.on_error(|error| eprintln!("cleanup failed: {error}"));
+    /// let mut scope: scoped_defer::SendScope<'_, 2> = Default::default();
+    /// scope.set_limit(0);
+    /// assert!(scope.try_defer(|| ()).is_err());
     /// ```
-    pub fn on_error(&mut self, handler: impl FnMut(BoxError) + Send + 'env) {
-        self.inner.on_error(handler);
+    pub fn set_limit(&mut self, limit: usize) {
+        self.inner.set_limit(limit);
+    }
+
+    /// See [`Scope::track_stats`].
+    ///
+    /// ```
+    /// let mut scope: scoped_defer::SendScope<'_, 2> = Default::default();
+    /// scope.track_stats();
+    /// scope.defer(|| ());
+    /// assert_eq!(scope.stats().unwrap().pending, 1);
+    /// ```
+    pub fn track_stats(&mut self) {
+        self.inner.track_stats();
+    }
+
+    /// See [`Scope::set_error_handler`].
+    ///
+    /// ```
+    /// let mut scope = scoped_defer::SendScope::new();
+    /// scope.set_error_handler(|error| eprintln!("cleanup failed: {error}"));
+    /// ```
+    pub fn set_error_handler(&mut self, handler: impl FnMut(BoxError) + Send + 'env) {
+        self.inner.set_error_handler(handler);
     }
 
     /// See [`Scope::defer`].
@@ -259,7 +282,7 @@ impl<'env, const N: usize> SendScope<'env, N> {
     /// See [`Scope::capacity`].
     ///
     /// ```
-    /// let scope: scoped_defer::SendScope<'_, 4> = scoped_defer::SendScope::new();
+    /// let scope: scoped_defer::SendScope<'_, 4> = scoped_defer::SendScope::default();
     /// assert_eq!(scope.capacity(), 4);
     /// ```
     #[inline]
@@ -399,9 +422,12 @@ impl<'env, const N: usize> SendScope<'env, N> {
 }
 
 impl<const N: usize> Default for SendScope<'_, N> {
+    /// An empty scope with `N` inline slots. Allocates nothing.
     #[inline]
     fn default() -> Self {
-        Self::new()
+        SendScope {
+            inner: Scope::default(),
+        }
     }
 }
 

@@ -2,8 +2,8 @@
 
 /// How a scope (or a loop's scope, over all its iterations) has been used.
 ///
-/// Tracked by scopes created with [`Scope::with_stats`](crate::Scope::with_stats) or
-/// [`Scope::with_limit`](crate::Scope::with_limit); the counters are updated when closures
+/// Tracked by scopes created with [`Scope::with_stats`](crate::Scope::with_stats), or after
+/// [`Scope::track_stats`](crate::Scope::track_stats); the counters are updated when closures
 /// run, are dismissed or taken, never per registration, so tracking costs nothing on the hot
 /// path.
 ///

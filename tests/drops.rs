@@ -33,7 +33,7 @@ const KINDS: [(&str, Register); 3] = [
 fn a_run_closure_drops_its_captures_once_right_after_running() {
     for (kind, register) in KINDS {
         let events = Events::new();
-        let mut scope = Scope::new();
+        let mut scope = Scope::default();
         for id in 0..4 {
             register(&mut scope, events.token(id));
         }
@@ -60,7 +60,7 @@ fn a_run_closure_drops_its_captures_once_right_after_running() {
 fn dismiss_drops_captures_once_without_running() {
     for (kind, register) in KINDS {
         let events = Events::new();
-        let mut scope = Scope::new();
+        let mut scope = Scope::default();
         for id in 0..4 {
             register(&mut scope, events.token(id));
         }
@@ -82,7 +82,7 @@ fn a_panicking_closure_drops_its_captures_once() {
     for (kind, register) in KINDS {
         let events = Events::new();
         let message = panic_message(|| {
-            let mut scope = Scope::new();
+            let mut scope = Scope::default();
             register(&mut scope, events.token(0));
             let token = events.token(1);
             scope.defer(move || {
@@ -100,7 +100,7 @@ fn a_panicking_closure_drops_its_captures_once() {
 #[test]
 fn taken_closures_are_dropped_once_by_whichever_scope_ends_them() {
     let events = Events::new();
-    let mut scope: Scope<'_, 2> = Scope::new();
+    let mut scope: Scope<'_, 2> = Scope::default();
     for id in 0..5 {
         defer_small(&mut scope, events.token(id));
     }

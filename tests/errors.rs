@@ -76,7 +76,7 @@ fn a_dropped_scope_hands_errors_to_its_handler() {
     let handled = RefCell::new(Vec::new());
     {
         let mut scope: Scope<'_> = Scope::new();
-        scope.on_error(|e| handled.borrow_mut().push(e.to_string()));
+        scope.set_error_handler(|e| handled.borrow_mut().push(e.to_string()));
         for id in 0..3 {
             defer_close(&mut scope, &events, id, id != 1);
         }
@@ -100,8 +100,12 @@ fn a_dropped_scope_without_handler_panics_after_running_everything() {
         "{message}"
     );
     assert!(
-        message.contains("on_error"),
+        message.contains("set_error_handler"),
         "the message says how to handle it: {message}"
+    );
+    assert!(
+        message.contains(&format!("registered at {}:25:", file!())),
+        "the message points at the failed cleanup's registration: {message}"
     );
     assert_eq!(events.ran(), [1, 0]);
     events.assert_each_dropped_once(0..2);
@@ -126,7 +130,7 @@ fn run_now_delivers_errors_and_try_run_now_returns_them() {
     let events = Events::new();
     let handled = RefCell::new(0);
     let mut scope: Scope<'_> = Scope::new();
-    scope.on_error(|_| *handled.borrow_mut() += 1);
+    scope.set_error_handler(|_| *handled.borrow_mut() += 1);
     defer_close(&mut scope, &events, 0, true);
     scope.run_now();
     assert_eq!(*handled.borrow(), 1);
@@ -146,7 +150,7 @@ fn panics_and_errors_together_lose_neither() {
     let events = Events::new();
     let handled = RefCell::new(Vec::new());
     let mut scope: Scope<'_> = Scope::new();
-    scope.on_error(|e| handled.borrow_mut().push(e.to_string()));
+    scope.set_error_handler(|e| handled.borrow_mut().push(e.to_string()));
     defer_close(&mut scope, &events, 0, true);
     let token = events.token(1);
     scope.defer(move || {

@@ -50,7 +50,7 @@ fn a_held_reference_survives_growth_into_the_heap() {
     let seen = Cell::new(0);
     let total = Cell::new(0);
     {
-        let s: Scope<'_, 2> = Scope::new();
+        let s: Scope<'_, 2> = Scope::default();
         let first = s.hold(1u64, |v| seen.set(v));
         let large = s.hold([0u64; 8], |v| {
             total.set(total.get() + v.iter().sum::<u64>())
@@ -117,7 +117,7 @@ fn dismiss_drops_held_values_without_their_cleanup() {
 #[test]
 fn take_hands_held_values_over_and_the_taker_runs_them() {
     let events = Events::new();
-    let mut s: Scope<'_, 1> = Scope::new();
+    let mut s: Scope<'_, 1> = Scope::default();
     *s.hold(7u32, |_| ()) += 1;
     s.hold(events.token(1), |token| token.ran());
     s.hold(events.token(2), |token| token.ran());
@@ -218,7 +218,7 @@ fn hold_fallible_errors_reach_finish_try_scope_and_the_handler() {
     let handled = RefCell::new(Vec::new());
     {
         let mut s: Scope<'_> = Scope::new();
-        s.on_error(|error| handled.borrow_mut().push(error.to_string()));
+        s.set_error_handler(|error| handled.borrow_mut().push(error.to_string()));
         s.hold_fallible(3, |n| if n > 2 { Err("too many") } else { Ok(()) });
     }
     assert_eq!(*handled.borrow(), ["too many"]);

@@ -58,7 +58,7 @@ fn drop_runs_last_registered_first() {
 fn order_holds_across_the_inline_to_heap_boundary() {
     for count in [0, 1, 2, 3, 4, 5, 17, 100] {
         let events = Events::new();
-        let mut scope: Scope<'_, 3> = Scope::new();
+        let mut scope: Scope<'_, 3> = Scope::default();
         register_mixed(&mut scope, &events, count);
         assert_eq!(scope.spilled(), count > 3, "count {count}");
         drop(scope);
@@ -70,7 +70,7 @@ fn order_holds_across_the_inline_to_heap_boundary() {
 #[test]
 fn order_holds_with_zero_inline_slots() {
     let events = Events::new();
-    let mut scope: Scope<'_, 0> = Scope::new();
+    let mut scope: Scope<'_, 0> = Scope::default();
     register_mixed(&mut scope, &events, 9);
     drop(scope);
     assert_eq!(events.ran(), [8, 7, 6, 5, 4, 3, 2, 1, 0]);
@@ -79,7 +79,7 @@ fn order_holds_with_zero_inline_slots() {
 #[test]
 fn run_now_runs_pending_closures_and_the_scope_stays_usable() {
     let events = Events::new();
-    let mut scope: Scope<'_, 2> = Scope::new();
+    let mut scope: Scope<'_, 2> = Scope::default();
     register_mixed(&mut scope, &events, 5);
     let capacity = scope.capacity();
     scope.run_now();
@@ -101,7 +101,7 @@ fn run_now_runs_pending_closures_and_the_scope_stays_usable() {
 #[test]
 fn take_moves_the_pending_closures_in_order() {
     let events = Events::new();
-    let mut scope: Scope<'_, 2> = Scope::new();
+    let mut scope: Scope<'_, 2> = Scope::default();
     register_mixed(&mut scope, &events, 5);
     let taken = scope.take();
     assert!(scope.is_empty());

@@ -73,7 +73,9 @@ fn the_limit_applies_to_every_kind_of_closure() {
 #[test]
 fn stats_count_what_happened_to_every_closure() {
     quiet_panics();
-    let mut scope: Scope<'_, 4> = Scope::with_limit(10);
+    let mut scope: Scope<'_, 4> = Scope::default();
+    scope.set_limit(10);
+    scope.track_stats();
     assert_eq!(scope.stats().unwrap(), Stats::default());
     for _ in 0..6 {
         scope.defer(|| ());
@@ -145,7 +147,8 @@ fn a_limit_stops_a_pile_up_in_a_loop() {
     );
 
     // The same loop with a scope per iteration never comes near the limit.
-    let mut scope: Scope<'_> = Scope::with_limit(1);
+    let mut scope = Scope::with_stats();
+    scope.set_limit(1);
     let result = try_for_each_scoped_in(&mut scope, 0..scaled(10_000), |s, _| {
         s.try_defer(|| ()).map_err(|refused| refused.limit())
     });
@@ -156,12 +159,12 @@ fn a_limit_stops_a_pile_up_in_a_loop() {
 #[test]
 fn extras_added_after_closures_keep_them_in_order() {
     let events = Events::new();
-    let mut scope: Scope<'_, 2> = Scope::new();
+    let mut scope: Scope<'_, 2> = Scope::default();
     for id in 0..2 {
         let token = events.token(id);
         scope.defer(move || token.ran());
     }
-    scope.on_error(|_| ());
+    scope.set_error_handler(|_| ());
     let token = events.token(2);
     scope.defer(move || token.ran());
     assert_eq!(scope.len(), 3);

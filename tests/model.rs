@@ -252,7 +252,7 @@ fn execute<const N: usize>(
                 assert_eq!(catch(move || drop(taken)), expected, "taken scope payload");
             }
             Op::Nested(inner_ops) => {
-                let mut inner: Scope<'_, 2> = Scope::new();
+                let mut inner: Scope<'_, 2> = Scope::default();
                 let mut inner_pending = Vec::new();
                 execute(inner_ops, &mut inner, &mut inner_pending, model, events);
                 assert_eq!(inner.len(), inner_pending.len());
@@ -314,7 +314,7 @@ fn check(ops: &[Op]) {
         expected: Vec::new(),
     };
     let mut pending = Vec::new();
-    let mut scope: Scope<'_, 4> = Scope::new();
+    let mut scope: Scope<'_, 4> = Scope::default();
     execute(ops, &mut scope, &mut pending, &mut model, &events);
     let expected = model.run(&mut pending);
     assert_eq!(catch(move || drop(scope)), expected, "final drop payload");

@@ -41,7 +41,7 @@ fn remaining_closures_run_and_the_first_panic_surfaces() {
 fn run_now_panics_after_running_everything_and_leaves_the_scope_usable() {
     quiet_panics();
     let events = Events::new();
-    let mut scope: Scope<'_, 2> = Scope::new();
+    let mut scope: Scope<'_, 2> = Scope::default();
     for id in 0..4 {
         let token = events.token(id);
         scope.defer(move || {

@@ -85,7 +85,8 @@ fn a_send_scope_can_be_held_across_an_await_in_a_send_future() {
 #[test]
 fn send_scopes_keep_the_scope_semantics() {
     let log = Mutex::new(Vec::new());
-    let mut scope: SendScope<'_, 2> = SendScope::with_stats();
+    let mut scope: SendScope<'_, 2> = SendScope::default();
+    scope.track_stats();
     for i in 0..4 {
         let log = &log;
         scope.defer(move || log.lock().unwrap().push(i));

@@ -72,13 +72,12 @@ impl<'a> Run<'a> {
         mem::forget(self);
     }
 
-    /// Consumes every slot, last first, catching every panic. Returns the first payload and
-    /// the number of panics; later payloads are dropped.
+    /// Consumes every slot, last first, catching every panic. Returns the first payload; later
+    /// ones are dropped.
     #[cfg(feature = "std")]
     #[cold]
-    pub(crate) fn consume_all_caught(mut self) -> (Option<Payload>, usize) {
+    pub(crate) fn consume_all_caught(mut self) -> Option<Payload> {
         let mut first = None;
-        let mut caught = 0;
         while let Some(slot) = self.pop() {
             let mode = self.mode;
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -86,14 +85,14 @@ impl<'a> Run<'a> {
                 unsafe { Slot::consume_in_place(slot, mode) }
             }));
             if let Err(payload) = outcome {
-                caught += 1;
+                mode.count_panic();
                 match first {
                     None => first = Some(payload),
                     Some(_) => drop_payload(payload),
                 }
             }
         }
-        (first, caught)
+        first
     }
 
     /// The last remaining slot, whose ownership passes to the caller: moving `end` first
@@ -124,6 +123,8 @@ impl Run<'_> {
     #[cold]
     #[inline(never)]
     fn finish_after_panic(&mut self) {
+        // The panic that brought us here escaped the closure; later closures see it.
+        self.mode.count_panic();
         let rest = Run {
             base: self.base,
             end: mem::replace(&mut self.end, self.base),
@@ -141,8 +142,7 @@ impl Run<'_> {
 fn finish_quietly<R: Consume>(rest: R) {
     #[cfg(feature = "std")]
     {
-        let (first, _) = rest.consume_all_caught();
-        if let Some(payload) = first {
+        if let Some(payload) = rest.consume_all_caught() {
             drop_payload(payload);
         }
     }
@@ -155,7 +155,7 @@ trait Consume {
     #[cfg(not(feature = "std"))]
     fn consume_all(self);
     #[cfg(feature = "std")]
-    fn consume_all_caught(self) -> (Option<Payload>, usize);
+    fn consume_all_caught(self) -> Option<Payload>;
 }
 
 impl Consume for Run<'_> {
@@ -165,7 +165,7 @@ impl Consume for Run<'_> {
     }
 
     #[cfg(feature = "std")]
-    fn consume_all_caught(self) -> (Option<Payload>, usize) {
+    fn consume_all_caught(self) -> Option<Payload> {
         Run::consume_all_caught(self)
     }
 }
@@ -177,7 +177,7 @@ impl Consume for Runs<'_> {
     }
 
     #[cfg(feature = "std")]
-    fn consume_all_caught(self) -> (Option<Payload>, usize) {
+    fn consume_all_caught(self) -> Option<Payload> {
         Runs::consume_all_caught(self)
     }
 }
@@ -264,19 +264,16 @@ impl<'a> Runs<'a> {
     /// As [`Run::consume_all_caught`], run after run.
     #[cfg(feature = "std")]
     #[cold]
-    pub(crate) fn consume_all_caught(mut self) -> (Option<Payload>, usize) {
+    pub(crate) fn consume_all_caught(mut self) -> Option<Payload> {
         let mut first = None;
-        let mut caught = 0;
         while let Some(run) = self.next_run() {
-            let (payload, count) = run.consume_all_caught();
-            caught += count;
-            match (&first, payload) {
+            match (&first, run.consume_all_caught()) {
                 (None, payload) => first = payload,
                 (Some(_), Some(payload)) => drop_payload(payload),
                 (Some(_), None) => {}
             }
         }
-        (first, caught)
+        first
     }
 }
 

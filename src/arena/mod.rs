@@ -295,6 +295,20 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
         taken
     }
 
+    /// Puts back closures moved out by [`Arena::take`] into this arena, which must hold none:
+    /// the inverse of `take`. This arena keeps its extras; the storage it grew meanwhile is
+    /// freed, and so are `taken`'s extras.
+    pub(crate) fn put_back(&mut self, taken: Self) {
+        debug_assert_eq!(self.len(), 0);
+        // Moving the slots is fine here: `&mut self` means none of them is lent out, and
+        // `taken` is owned.
+        let emptied = mem::replace(self, taken);
+        let (ours, theirs) = (emptied.len.get() & EXTRAS, self.len.get() & EXTRAS);
+        self.len.set((self.len.get() & !EXTRAS) | ours);
+        emptied.len.set(theirs);
+        self.extras.swap(&emptied.extras);
+    }
+
     /// Runs every pending closure, last first. If one panics, the others still run (their
     /// panics are dropped) and the first panic resumes.
     #[inline(always)]
@@ -310,13 +324,12 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
     }
 
     /// Runs every pending closure, last first, with `context`, catching every panic: the first
-    /// payload is returned, later ones are dropped; `context.panics` counts them all.
+    /// payload is returned, later ones are dropped; `context.panics` counts them all as they
+    /// happen.
     #[cfg(feature = "std")]
     pub(crate) fn run_all_caught_in(&mut self, context: &mut DrainContext) -> Option<Payload> {
         // `context` is only reached through the mode until the drain is over.
-        let (first, caught) = self.consume_all_caught(Mode::RunIn(NonNull::from(&mut *context)));
-        context.panics += caught;
-        first
+        self.consume_all_caught(Mode::RunIn(NonNull::from(&mut *context)))
     }
 
     /// Like [`Arena::run_all_caught_in`] without `std`: the first panic propagates once
@@ -331,7 +344,7 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
     #[cfg(feature = "std")]
     #[cold]
     pub(crate) fn run_all_caught(&mut self) {
-        if let (Some(payload), _) = self.consume_all_caught(Mode::Run) {
+        if let Some(payload) = self.consume_all_caught(Mode::Run) {
             drop_payload(payload);
         }
     }
@@ -360,9 +373,9 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
     }
 
     /// Consumes every pending closure, last first, catching every panic; returns the first
-    /// payload and the number of panics.
+    /// payload.
     #[cfg(feature = "std")]
-    fn consume_all_caught(&mut self, mode: Mode) -> (Option<Payload>, usize) {
+    fn consume_all_caught(&mut self, mode: Mode) -> Option<Payload> {
         let count = self.len();
         if count <= N {
             self.detach_inline(count, mode).consume_all_caught()

@@ -37,6 +37,18 @@ pub(crate) enum Mode {
     RunIn(NonNull<DrainContext>),
 }
 
+impl Mode {
+    /// Tells the drain's context, if any, that a closure panicked: the closures consumed after
+    /// it see a failed scope.
+    pub(crate) fn count_panic(self) {
+        if let Mode::RunIn(mut context) = self {
+            // SAFETY: by the variant's invariant the context outlives the drain and nothing
+            // else accesses it between the consumption of two slots, which is where this runs.
+            unsafe { context.as_mut() }.panics += 1;
+        }
+    }
+}
+
 /// How to consume the closure stored in a payload, one table per closure type and storage.
 struct Shims {
     run: unsafe fn(*mut Payload),
