@@ -9,6 +9,7 @@ use alloc::vec::Vec;
 use core::marker::PhantomData;
 use core::panic::Location;
 
+use crate::bounds::CleanupOutput;
 use crate::error::BoxError;
 
 /// How the scope's body ended, as far as outcome-aware closures are concerned.
@@ -92,15 +93,15 @@ pub(crate) trait Deferred {
 /// Always runs.
 pub(crate) struct Plain<F>(pub(crate) F);
 
-impl<F: Call<Output = ()>> Deferred for Plain<F> {
+impl<F: Call<Output: CleanupOutput>> Deferred for Plain<F> {
     #[inline(always)]
     fn run(self) {
-        self.0.call()
+        self.0.call();
     }
 
     #[inline(always)]
     fn run_in(self, _: &mut DrainContext) {
-        self.0.call()
+        self.0.call();
     }
 }
 
@@ -140,14 +141,14 @@ where
 /// Runs only if the scope failed (Zig's `errdefer`).
 pub(crate) struct OnFailure<F>(pub(crate) F);
 
-impl<F: Call<Output = ()>> Deferred for OnFailure<F> {
+impl<F: Call<Output: CleanupOutput>> Deferred for OnFailure<F> {
     fn run(self) {
         // Without a context the scope ended normally: nothing to roll back.
     }
 
     fn run_in(self, context: &mut DrainContext) {
         if context.failed() {
-            self.0.call()
+            self.0.call();
         }
     }
 }
@@ -155,14 +156,14 @@ impl<F: Call<Output = ()>> Deferred for OnFailure<F> {
 /// Runs only if the scope succeeded.
 pub(crate) struct OnSuccess<F>(pub(crate) F);
 
-impl<F: Call<Output = ()>> Deferred for OnSuccess<F> {
+impl<F: Call<Output: CleanupOutput>> Deferred for OnSuccess<F> {
     fn run(self) {
-        self.0.call()
+        self.0.call();
     }
 
     fn run_in(self, context: &mut DrainContext) {
         if !context.failed() {
-            self.0.call()
+            self.0.call();
         }
     }
 }

@@ -11,12 +11,17 @@ pub type BoxError = Box<dyn Error + Send + Sync + 'static>;
 /// Every error returned by the fallible cleanups of one scope, in the order they happened
 /// (which is the reverse of registration). Never empty.
 ///
-/// `Display` lists all of them; [`source`](Error::source) is the first.
+/// `Display` lists every error's message, so [`source`](Error::source) is `None`: a chain
+/// printed the way `anyhow` does (`{:#}`) shows each message once. The errors themselves, with
+/// their own sources, are in [`iter`](CleanupErrors::iter).
+///
+/// With `std`, `?` converts it into an [`io::Error`](std::io::Error) (of the first error's
+/// kind if that is an `io::Error`, else `Other`) that wraps it.
 ///
 /// ```
 /// use scoped_defer::Scope;
 ///
-/// let mut scope: Scope<'_> = Scope::new();
+/// let scope = Scope::new();
 /// scope.defer_fallible(|| Err::<(), _>("flush failed"));
 /// scope.defer_fallible(|| Err::<(), _>("unlock failed"));
 /// let errors = scope.finish().unwrap_err();
@@ -45,6 +50,7 @@ impl CleanupErrors {
     }
 
     /// The errors, in the order they happened.
+    #[must_use]
     pub fn iter(&self) -> impl ExactSizeIterator<Item = &(dyn Error + Send + Sync + 'static)> {
         self.0.iter().map(|e| &**e)
     }
@@ -80,9 +86,31 @@ impl fmt::Display for CleanupErrors {
     }
 }
 
-impl Error for CleanupErrors {
-    fn source(&self) -> Option<&(dyn Error + 'static)> {
-        Some(self.first())
+/// `Display` already shows every error; see the type's docs.
+impl Error for CleanupErrors {}
+
+impl<'a> IntoIterator for &'a CleanupErrors {
+    type Item = &'a (dyn Error + Send + Sync + 'static);
+    type IntoIter = core::iter::Map<
+        core::slice::Iter<'a, BoxError>,
+        fn(&'a BoxError) -> &'a (dyn Error + Send + Sync + 'static),
+    >;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter().map(|error| &**error)
+    }
+}
+
+#[cfg(feature = "std")]
+impl From<CleanupErrors> for std::io::Error {
+    /// Wraps the errors in an `io::Error` of the first error's kind, if that is an `io::Error`
+    /// (else `Other`); `get_ref` and `into_inner` give them back.
+    fn from(errors: CleanupErrors) -> Self {
+        let kind = errors
+            .first()
+            .downcast_ref::<std::io::Error>()
+            .map_or(std::io::ErrorKind::Other, std::io::Error::kind);
+        std::io::Error::new(kind, errors)
     }
 }
 
@@ -102,9 +130,21 @@ impl IntoIterator for CleanupErrors {
 /// cleanups that failed after it are kept as *suppressed*; if the body succeeded, the cleanup
 /// errors are the error.
 ///
-/// `ScopeError<E>` implements [`Error`] when `E` does, so `?` converts it into
-/// `Box<dyn Error>` or `anyhow::Error`. To get the body's own error type back, use
-/// [`into_body_error`](ScopeError::into_body_error) or match on the variants.
+/// # Into your error type
+///
+/// - `Box<dyn Error>`, `anyhow::Error`: `?` works, since `ScopeError<E>` implements [`Error`]
+///   when `E` does. Its `Display` shows the body's error and the suppressed ones; its
+///   [`source`](Error::source) is the body error's own source.
+/// - [`io::Error`](std::io::Error) (with `std`): `?` works. A body error with nothing
+///   suppressed comes back as it was; otherwise the `io::Error` keeps the body error's kind
+///   (or the first cleanup error's) and wraps the whole `ScopeError`, so the suppressed errors
+///   are in its message and behind `get_ref`/`into_inner`, never dropped.
+/// - Your own error enum: give it a variant that holds the `ScopeError` (with `thiserror`,
+///   `#[error(transparent)] Scope(#[from] ScopeError<MyError>)`), or, if it implements
+///   `From<CleanupErrors>`, decide with [`into_body_error`](ScopeError::into_body_error):
+///   `Err(e.into_body_error().unwrap_or_else(MyError::from))` keeps the body's error, or the
+///   cleanup errors when only they failed (this drops suppressed errors: read them first with
+///   [`cleanup_errors`](ScopeError::cleanup_errors) if you need them).
 ///
 /// ```
 /// use scoped_defer::{ScopeError, try_scope};
@@ -132,6 +172,7 @@ pub enum ScopeError<E> {
 
 impl<E> ScopeError<E> {
     /// The body's error, if the body failed.
+    #[must_use]
     pub fn body_error(&self) -> Option<&E> {
         match self {
             ScopeError::Body { error, .. } => Some(error),
@@ -140,6 +181,7 @@ impl<E> ScopeError<E> {
     }
 
     /// The errors of failed cleanups: the suppressed ones if the body failed too.
+    #[must_use]
     pub fn cleanup_errors(&self) -> Option<&CleanupErrors> {
         match self {
             ScopeError::Body { suppressed, .. } => suppressed.as_ref(),
@@ -180,6 +222,26 @@ impl<E: fmt::Display> fmt::Display for ScopeError<E> {
                 write!(f, "{error} (and {s})")
             }
             ScopeError::Cleanup(errors) => write!(f, "{errors}"),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl From<ScopeError<std::io::Error>> for std::io::Error {
+    /// The body's error as it was if nothing was suppressed; otherwise an `io::Error` of the
+    /// same kind that wraps the whole `ScopeError`, suppressed errors included. A cleanup
+    /// failure alone converts as [`CleanupErrors`] does.
+    fn from(error: ScopeError<std::io::Error>) -> Self {
+        match error {
+            ScopeError::Body {
+                error,
+                suppressed: None,
+            } => error,
+            ScopeError::Body { .. } => {
+                let kind = error.body_error().map(std::io::Error::kind);
+                std::io::Error::new(kind.unwrap_or(std::io::ErrorKind::Other), error)
+            }
+            ScopeError::Cleanup(errors) => errors.into(),
         }
     }
 }
@@ -226,6 +288,33 @@ impl<F> LimitExceeded<F> {
     /// The refused closure, neither run nor dropped.
     pub fn into_closure(self) -> F {
         self.closure
+    }
+
+    /// Drops the refused closure (unrun) and keeps the error, which is then `'static`,
+    /// `Send` and `Sync`: for `?` into `Box<dyn Error + Send + Sync>` or `anyhow::Error`
+    /// when the closure borrows.
+    ///
+    /// ```
+    /// use std::error::Error;
+    /// use scoped_defer::{LimitExceeded, Scope};
+    ///
+    /// fn register<'a>(scope: &Scope<'a>, name: &'a str) -> Result<(), Box<dyn Error + Send + Sync>> {
+    ///     scope
+    ///         .try_defer(move || println!("closing {name}"))
+    ///         .map_err(LimitExceeded::drop_closure)?;
+    ///     Ok(())
+    /// }
+    ///
+    /// let scope = Scope::with_limit(1);
+    /// register(&scope, "a").unwrap();
+    /// let refused = register(&scope, "b").unwrap_err();
+    /// assert_eq!(refused.to_string(), "the scope already holds its limit of 1 pending closures");
+    /// ```
+    pub fn drop_closure(self) -> LimitExceeded<()> {
+        LimitExceeded {
+            closure: (),
+            limit: self.limit,
+        }
     }
 }
 

@@ -27,12 +27,14 @@
 ///
 /// # Scope form
 ///
-/// `defer!(scope => body)` pushes `move || body` onto `scope` (an identifier naming a
-/// [`Scope`](crate::Scope) or a `&mut Scope`), to run when that scope ends:
+/// `defer!(scope => body)` pushes `move || body` onto `scope`, to run when that scope ends.
+/// `scope` is any expression of up to six tokens that names a [`Scope`](crate::Scope) or a
+/// [`SendScope`](crate::SendScope), or a reference to one: `s`, `self.cleanups`, `c.scope`,
+/// `*s`, `scopes[i]`. Put a longer expression in parentheses: `defer!((make().scope) => ..)`.
 ///
 /// ```
 /// use std::cell::RefCell;
-/// use scoped_defer::{defer, scope};
+/// use scoped_defer::{defer, scope, Scope};
 ///
 /// let log = RefCell::new(Vec::new());
 /// scope(|s| {
@@ -42,14 +44,38 @@
 ///     }
 /// });
 /// assert_eq!(*log.borrow(), ["b", "a"]);
+///
+/// struct Connection<'a> {
+///     cleanups: Scope<'a>,
+/// }
+///
+/// impl<'a> Connection<'a> {
+///     fn open(&self, log: &'a RefCell<Vec<&'static str>>) {
+///         defer!(self.cleanups => log.borrow_mut().push("closed"));
+///     }
+/// }
+///
+/// let log = RefCell::new(Vec::new());
+/// let connection = Connection { cleanups: Scope::new() };
+/// connection.open(&log);
+/// drop(connection);
+/// assert_eq!(*log.borrow(), ["closed"]);
 /// ```
 #[macro_export]
 macro_rules! defer {
-    ($scope:ident => $($body:tt)*) => {
-        $scope.defer(move || { $($body)* })
+    // The scope form: up to six tokens, then `=>`. The count keeps the search short for the
+    // block form, which never has a `=>` outside a group.
+    (@find [$($scope:tt)+] [$($left:tt)*] => $($body:tt)*) => {
+        ($($scope)+).defer(move || { $($body)* })
     };
-    ($($body:tt)*) => {
-        let _guard = $crate::__private::scopeguard::guard((), |()| { $($body)* });
+    (@find [$($seen:tt)*] [$count:tt $($left:tt)*] $next:tt $($rest:tt)*) => {
+        $crate::defer!(@find [$($seen)* $next] [$($left)*] $($rest)*)
+    };
+    (@find [$($seen:tt)*] [$($left:tt)*] $($rest:tt)*) => {
+        let _guard = $crate::__private::scopeguard::guard((), |()| { $($seen)* $($rest)* });
+    };
+    ($($tokens:tt)*) => {
+        $crate::defer!(@find [] [_ _ _ _ _ _] $($tokens)*)
     };
 }
 

@@ -92,6 +92,7 @@ extern crate alloc;
 extern crate std;
 
 mod arena;
+mod bounds;
 #[cfg(doctest)]
 mod compile_fail;
 mod deferred;
@@ -103,6 +104,7 @@ mod scope;
 mod send_scope;
 mod stats;
 
+pub use bounds::{CleanupError, CleanupOutput};
 pub use ending::try_scope;
 pub use error::{BoxError, CleanupErrors, LimitExceeded, ScopeError};
 #[doc(hidden)]

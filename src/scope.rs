@@ -9,6 +9,7 @@ use core::panic::Location;
 use core::ptr::NonNull;
 
 use crate::arena::Arena;
+use crate::bounds::{CleanupError, CleanupOutput};
 use crate::deferred::{Call, Deferred, Fallible, Held, OnFailure, OnSuccess, Outcome, Plain};
 use crate::error::{BoxError, CleanupErrors, LimitExceeded};
 #[cfg(feature = "std")]
@@ -283,7 +284,11 @@ impl<'env, const N: usize> Scope<'env, N> {
     /// ```
     #[inline]
     #[track_caller]
-    pub fn defer<F: FnOnce() + 'env>(&self, f: F) {
+    pub fn defer<F, R>(&self, f: F)
+    where
+        F: FnOnce() -> R + 'env,
+        R: CleanupOutput,
+    {
         self.push(Plain(f));
     }
 
@@ -300,7 +305,11 @@ impl<'env, const N: usize> Scope<'env, N> {
     /// assert_eq!(refused.limit(), 0);
     /// assert!(scope.is_empty());
     /// ```
-    pub fn try_defer<F: FnOnce() + 'env>(&self, f: F) -> Result<(), LimitExceeded<F>> {
+    pub fn try_defer<F, R>(&self, f: F) -> Result<(), LimitExceeded<F>>
+    where
+        F: FnOnce() -> R + 'env,
+        R: CleanupOutput,
+    {
         if let Some(limit) = reached_limit(&self.arena) {
             if let Some(extras) = self.arena.extras() {
                 extras.refused.set(extras.refused.get() + 1);
@@ -332,7 +341,7 @@ impl<'env, const N: usize> Scope<'env, N> {
     pub fn defer_fallible<F, E>(&self, f: F)
     where
         F: FnOnce() -> Result<(), E> + 'env,
-        E: Into<BoxError> + 'env,
+        E: CleanupError + 'env,
     {
         self.push_fallible(f);
     }
@@ -380,10 +389,11 @@ impl<'env, const N: usize> Scope<'env, N> {
     #[allow(clippy::mut_from_ref)] // each call lends a different slot, which never moves
     #[inline]
     #[track_caller]
-    pub fn hold<T, C>(&self, value: T, cleanup: C) -> &mut T
+    pub fn hold<T, C, R>(&self, value: T, cleanup: C) -> &mut T
     where
         T: 'env,
-        C: FnOnce(T) + 'env,
+        C: FnOnce(T) -> R + 'env,
+        R: CleanupOutput,
     {
         let held = self.push(Plain(Held { value, cleanup }));
         // SAFETY: `push` stored the `Held` at `held`, where it stays, untouched by the scope,
@@ -438,7 +448,7 @@ impl<'env, const N: usize> Scope<'env, N> {
     where
         T: 'env,
         C: FnOnce(T) -> Result<(), E> + 'env,
-        E: Into<BoxError> + 'env,
+        E: CleanupError + 'env,
     {
         let held = self.push_fallible(Held { value, cleanup });
         // SAFETY: as in `hold`.
@@ -468,7 +478,11 @@ impl<'env, const N: usize> Scope<'env, N> {
     /// assert_eq!(*log.borrow(), ["create file", "delete file"]);
     /// ```
     #[track_caller]
-    pub fn defer_on_error<F: FnOnce() + 'env>(&self, f: F) {
+    pub fn defer_on_error<F, R>(&self, f: F)
+    where
+        F: FnOnce() -> R + 'env,
+        R: CleanupOutput,
+    {
         self.note_outcome_aware();
         self.push(OnFailure(f));
     }
@@ -493,7 +507,11 @@ impl<'env, const N: usize> Scope<'env, N> {
     /// assert!(committed.get());
     /// ```
     #[track_caller]
-    pub fn defer_on_success<F: FnOnce() + 'env>(&self, f: F) {
+    pub fn defer_on_success<F, R>(&self, f: F)
+    where
+        F: FnOnce() -> R + 'env,
+        R: CleanupOutput,
+    {
         self.note_outcome_aware();
         self.push(OnSuccess(f));
     }
@@ -512,7 +530,7 @@ impl<'env, const N: usize> Scope<'env, N> {
     fn push_fallible<K, E>(&self, cleanup: K) -> NonNull<Fallible<K, E>>
     where
         K: Call<Output = Result<(), E>> + 'env,
-        E: Into<BoxError> + 'env,
+        E: CleanupError + 'env,
     {
         self.extras().needs_context.set(true);
         self.push(Fallible {

@@ -3,6 +3,7 @@
 use core::fmt;
 
 use crate::Scope;
+use crate::bounds::{CleanupError, CleanupOutput};
 use crate::error::{BoxError, CleanupErrors, LimitExceeded};
 use crate::stats::Stats;
 
@@ -128,7 +129,11 @@ impl<'env, const N: usize> SendScope<'env, N> {
     /// ```
     #[inline]
     #[track_caller]
-    pub fn defer<F: FnOnce() + Send + 'env>(&self, f: F) {
+    pub fn defer<F, R>(&self, f: F)
+    where
+        F: FnOnce() -> R + Send + 'env,
+        R: CleanupOutput,
+    {
         self.inner.defer(f);
     }
 
@@ -142,7 +147,11 @@ impl<'env, const N: usize> SendScope<'env, N> {
     /// let mut scope: scoped_defer::SendScope<'_> = scoped_defer::SendScope::with_limit(0);
     /// assert!(scope.try_defer(|| ()).is_err());
     /// ```
-    pub fn try_defer<F: FnOnce() + Send + 'env>(&self, f: F) -> Result<(), LimitExceeded<F>> {
+    pub fn try_defer<F, R>(&self, f: F) -> Result<(), LimitExceeded<F>>
+    where
+        F: FnOnce() -> R + Send + 'env,
+        R: CleanupOutput,
+    {
         self.inner.try_defer(f)
     }
 
@@ -161,7 +170,7 @@ impl<'env, const N: usize> SendScope<'env, N> {
     pub fn defer_fallible<F, E>(&self, f: F)
     where
         F: FnOnce() -> Result<(), E> + Send + 'env,
-        E: Into<BoxError> + 'env,
+        E: CleanupError + 'env,
     {
         self.inner.defer_fallible(f);
     }
@@ -187,10 +196,11 @@ impl<'env, const N: usize> SendScope<'env, N> {
     #[allow(clippy::mut_from_ref)] // as in `Scope::hold`
     #[inline]
     #[track_caller]
-    pub fn hold<T, C>(&self, value: T, cleanup: C) -> &mut T
+    pub fn hold<T, C, R>(&self, value: T, cleanup: C) -> &mut T
     where
         T: Send + 'env,
-        C: FnOnce(T) + Send + 'env,
+        C: FnOnce(T) -> R + Send + 'env,
+        R: CleanupOutput,
     {
         self.inner.hold(value, cleanup)
     }
@@ -214,7 +224,7 @@ impl<'env, const N: usize> SendScope<'env, N> {
     where
         T: Send + 'env,
         C: FnOnce(T) -> Result<(), E> + Send + 'env,
-        E: Into<BoxError> + 'env,
+        E: CleanupError + 'env,
     {
         self.inner.hold_fallible(value, cleanup)
     }
@@ -231,7 +241,11 @@ impl<'env, const N: usize> SendScope<'env, N> {
     /// assert!(scope.finish().is_ok());
     /// ```
     #[track_caller]
-    pub fn defer_on_error<F: FnOnce() + Send + 'env>(&self, f: F) {
+    pub fn defer_on_error<F, R>(&self, f: F)
+    where
+        F: FnOnce() -> R + Send + 'env,
+        R: CleanupOutput,
+    {
         self.inner.defer_on_error(f);
     }
 
@@ -251,7 +265,11 @@ impl<'env, const N: usize> SendScope<'env, N> {
     /// assert!(committed.load(Ordering::Relaxed));
     /// ```
     #[track_caller]
-    pub fn defer_on_success<F: FnOnce() + Send + 'env>(&self, f: F) {
+    pub fn defer_on_success<F, R>(&self, f: F)
+    where
+        F: FnOnce() -> R + Send + 'env,
+        R: CleanupOutput,
+    {
         self.inner.defer_on_success(f);
     }
 

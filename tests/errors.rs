@@ -56,8 +56,16 @@ fn finish_returns_every_error_in_the_order_they_happened() {
         errors.to_string(),
         "3 cleanups failed: closing 4 failed; closing 2 failed; closing 0 failed"
     );
-    assert_eq!(errors.source().unwrap().to_string(), "closing 4 failed");
+    assert!(
+        errors.source().is_none(),
+        "the message already shows every error"
+    );
     assert_eq!(errors.iter().count(), 3);
+    let by_ref: Vec<String> = (&errors).into_iter().map(|e| e.to_string()).collect();
+    assert_eq!(
+        by_ref,
+        ["closing 4 failed", "closing 2 failed", "closing 0 failed"]
+    );
     assert_eq!(ids(errors), [4, 2, 0]);
 }
 
