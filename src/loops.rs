@@ -63,29 +63,42 @@ pub fn for_each_scoped_in<'env, const N: usize, I: IntoIterator>(
     iter: I,
     mut f: impl FnMut(&mut Scope<'env, N>, I::Item),
 ) {
-    with_earlier_set_aside(scope, |scope| {
-        for item in iter {
-            body_of(scope, |scope| f(scope, item));
-            scope.run_now();
-        }
-    });
+    let mut aside = SetAside::new(scope);
+    let scope = aside.scope();
+    for item in iter {
+        body_of(scope, |scope| f(scope, item));
+        // Called here, not in a closure, so that `#[track_caller]` reaches the caller.
+        scope.run_now();
+    }
 }
 
-/// Runs `f` with the closures already pending in `scope` moved out of the way, and puts them
-/// back afterwards, even if `f` panics.
-#[inline]
-fn with_earlier_set_aside<'env, const N: usize, R>(
-    scope: &mut Scope<'env, N>,
-    f: impl FnOnce(&mut Scope<'env, N>) -> R,
-) -> R {
-    if scope.is_empty() {
-        return f(scope);
+/// A loop's view of the caller's scope: the closures pending before the loop are set aside,
+/// and put back when this is dropped, even by a panic.
+struct SetAside<'s, 'env, const N: usize> {
+    scope: &'s mut Scope<'env, N>,
+    earlier: Option<Scope<'env, N>>,
+}
+
+impl<'s, 'env, const N: usize> SetAside<'s, 'env, N> {
+    #[inline]
+    fn new(scope: &'s mut Scope<'env, N>) -> Self {
+        let earlier = (!scope.is_empty()).then(|| scope.set_aside());
+        SetAside { scope, earlier }
     }
-    let earlier = scope.set_aside();
-    let mut guard = scopeguard::guard((scope, earlier), |(scope, earlier)| {
-        scope.put_back(earlier);
-    });
-    f(&mut *guard.0)
+
+    #[inline]
+    fn scope(&mut self) -> &mut Scope<'env, N> {
+        self.scope
+    }
+}
+
+impl<const N: usize> Drop for SetAside<'_, '_, N> {
+    #[inline]
+    fn drop(&mut self) {
+        if let Some(earlier) = self.earlier.take() {
+            self.scope.put_back(earlier);
+        }
+    }
 }
 
 /// Like [`for_each_scoped`], but stops at the first failed iteration: one whose body returned
@@ -140,19 +153,19 @@ pub fn try_for_each_scoped_in<'env, const N: usize, I: IntoIterator, E>(
     iter: I,
     mut f: impl FnMut(&mut Scope<'env, N>, I::Item) -> Result<(), E>,
 ) -> Result<(), ScopeError<E>> {
-    with_earlier_set_aside(scope, |scope| {
-        for item in iter {
-            let body = body_of(scope, |scope| f(scope, item));
-            let outcome = if body.is_ok() {
-                Outcome::Success
-            } else {
-                Outcome::Failure
-            };
-            let cleanup = scope.end_with(outcome);
-            combine(body, cleanup)?;
-        }
-        Ok(())
-    })
+    let mut aside = SetAside::new(scope);
+    let scope = aside.scope();
+    for item in iter {
+        let body = body_of(scope, |scope| f(scope, item));
+        let outcome = if body.is_ok() {
+            Outcome::Success
+        } else {
+            Outcome::Failure
+        };
+        let cleanup = scope.end_with(outcome);
+        combine(body, cleanup)?;
+    }
+    Ok(())
 }
 
 /// Method forms of [`for_each_scoped`] and [`try_for_each_scoped`] for every iterator.

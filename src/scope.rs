@@ -817,7 +817,7 @@ impl<'env, const N: usize> Scope<'env, N> {
     pub(crate) fn put_back(&mut self, mut earlier: Self) {
         if let Some(moved) = earlier.arena.extras() {
             let extras = self.extras();
-            extras.needs_context.set(true);
+            extras.needs_context.set(moved.needs_context.get());
             #[cfg(feature = "std")]
             extras.panic_state.set(moved.panic_state.get());
         }

@@ -113,6 +113,13 @@ pub fn panic_message(f: impl FnOnce()) -> Option<String> {
 
 thread_local! {
     static EXPECTING_PANICS: Cell<usize> = const { Cell::new(0) };
+    static LAST_PANIC_AT: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Where the last panic on this thread was raised (`file:line`), as the hook saw it; needs
+/// [`quiet_panics`].
+pub fn last_panic_location() -> Option<String> {
+    LAST_PANIC_AT.with(|at| at.borrow().clone())
 }
 
 /// `catch_unwind` for panics a test provokes on purpose: with [`quiet_panics`] installed,
@@ -130,6 +137,10 @@ pub fn quiet_panics() {
     ONCE.call_once(|| {
         let default = panic::take_hook();
         panic::set_hook(Box::new(move |info| {
+            let at = info
+                .location()
+                .map(|l| format!("{}:{}", l.file(), l.line()));
+            LAST_PANIC_AT.with(|last| *last.borrow_mut() = at);
             if EXPECTING_PANICS.with(Cell::get) == 0 {
                 default(info);
             }
