@@ -1,37 +1,52 @@
 //! Go-style `defer` for Rust, scoped properly: zero-cost block guards, a dynamic LIFO stack of
 //! cleanups that stores small closures inline, and loops whose every iteration gets its own
-//! stack.
+//! stack. Cleanup errors are returned, not lost.
+//!
+//! Copy files, each closed (and synced) at the end of its own iteration, with every error, of
+//! a copy or of a `sync_all`, returned through `?`:
 //!
 //! ```
-//! use std::cell::RefCell;
-//! use scoped_defer::{defer, for_each_scoped, scope};
+//! use std::fs::File;
+//! use std::io;
+//! use std::path::PathBuf;
+//! use scoped_defer::try_for_each_scoped;
 //!
-//! let log = RefCell::new(Vec::new());
-//! let log = &log;
-//!
-//! // A block guard: runs at the end of the block, on every exit.
-//! {
-//!     defer! { log.borrow_mut().push("block guard".to_string()); }
+//! fn copy_all(pairs: &[(PathBuf, PathBuf)]) -> io::Result<u64> {
+//!     let mut total = 0;
+//!     try_for_each_scoped(pairs, |s, (from, to)| {
+//!         let src = s.hold(File::open(from)?, drop); // f := open(); defer f.Close()
+//!         let dst = s.hold_fallible(File::create(to)?, |f| f.sync_all()); // error kept
+//!         total += io::copy(src, dst)?;
+//!         Ok::<_, io::Error>(())
+//!     })?;
+//!     Ok(total)
 //! }
+//! # if cfg!(miri) { return; } // Miri runs without a file system
+//! # let dir = tempfile::tempdir().unwrap();
+//! # let (from, to) = (dir.path().join("in"), dir.path().join("out"));
+//! # std::fs::write(&from, "abc").unwrap();
+//! # assert_eq!(copy_all(&[(from, to)]).unwrap(), 3);
+//! ```
 //!
-//! // A Go-style function scope: closures registered at run time run last-in, first-out.
-//! scope(|s| {
-//!     for i in 1..=3 {
-//!         s.defer(move || log.borrow_mut().push(format!("scope {i}")));
-//!     }
-//! });
+//! Undo the steps of a setup that fails half-way, and only those (Zig's `errdefer`):
 //!
-//! // Go's defer-in-a-loop, done right: each iteration's cleanups run before the next one.
-//! for_each_scoped(["a.txt", "b.txt"], |s, name| {
-//!     log.borrow_mut().push(format!("open {name}"));
-//!     s.defer(move || log.borrow_mut().push(format!("close {name}")));
-//! });
+//! ```
+//! use std::{fs, io, path::Path};
+//! use scoped_defer::try_scope;
 //!
-//! assert_eq!(*log.borrow(), [
-//!     "block guard",
-//!     "scope 3", "scope 2", "scope 1",
-//!     "open a.txt", "close a.txt", "open b.txt", "close b.txt",
-//! ]);
+//! fn set_up(root: &Path) -> io::Result<()> {
+//!     try_scope(|s| {
+//!         fs::create_dir(root.join("cache"))?;
+//!         s.defer_on_error(|| drop(fs::remove_dir(root.join("cache"))));
+//!         fs::write(root.join("missing/config"), "")?; // fails: the directory is removed
+//!         Ok::<_, io::Error>(())
+//!     })?;
+//!     Ok(())
+//! }
+//! # if cfg!(miri) { return; }
+//! # let dir = tempfile::tempdir().unwrap();
+//! # assert!(set_up(dir.path()).is_err());
+//! # assert!(!dir.path().join("cache").exists());
 //! ```
 //!
 //! # What is here
@@ -39,39 +54,43 @@
 //! - [`defer!`], [`defer_on_success!`], [`defer_on_unwind!`]: guards for the enclosing block,
 //!   compiled to the same code as calling the closure by hand at every exit.
 //! - [`Scope`]: a stack of deferred closures registered at run time, like Go's per-function
-//!   defer chain or Python's `contextlib.ExitStack`. It can be run early
-//!   ([`run_now`](Scope::run_now)), dismissed ([`dismiss`](Scope::dismiss)) or handed to the
-//!   caller ([`take`](Scope::take)). Closures of up to three machine words are stored inline:
-//!   no heap allocation per closure, and none at all for up to `N` (default 8) pending ones.
-//! - [`Scope::hold`] / [`Scope::hold_fallible`]: Go's `f := open(); defer f.Close(); use(f)`.
-//!   The scope takes the value, lends it back as `&mut T`, and gives it to the cleanup when it
-//!   ends. Registration takes `&self`, so held values stay usable while more are registered.
-//! - [`scope`], [`try_scope`], [`for_each_scoped`], [`try_for_each_scoped`] (and their `_in`
-//!   forms, with a scope of your own) and [`IteratorExt`]: a function scope, and loops whose
-//!   iterations each get their own scope, reusing its storage.
-//! - Cleanups that can fail ([`Scope::defer_fallible`]): their errors are returned by
-//!   [`Scope::finish`] and [`try_scope`] ([`CleanupErrors`], [`ScopeError`]) or handed to an
-//!   [`set_error_handler`](Scope::set_error_handler) handler, never lost. Cleanups that depend on the outcome
-//!   ([`Scope::defer_on_error`], Zig's `errdefer`, and [`Scope::defer_on_success`]).
+//!   defer chain or Python's `contextlib.ExitStack`. Closures of up to three machine words
+//!   are stored inline: no heap allocation per closure, none at all for up to `N` (default 8)
+//!   pending ones. [`hold`](Scope::hold) takes a value, lends it back and gives it to its
+//!   cleanup at the end. A scope can be run early ([`run_now`](Scope::run_now)), dismissed
+//!   ([`dismiss`](Scope::dismiss)) or handed to the caller ([`take`](Scope::take)).
+//! - [`scope`], [`try_scope`], [`for_each_scoped`], [`try_for_each_scoped`] (and `_in` forms
+//!   with a scope of your own; [`IteratorExt`] for method syntax): a function scope, and loops
+//!   whose iterations each get their own scope, reusing its storage.
+//! - Cleanups that can fail ([`defer_fallible`](Scope::defer_fallible)): their errors are
+//!   returned by [`finish`](Scope::finish) and [`try_scope`] ([`CleanupErrors`],
+//!   [`ScopeError`], both convertible into `io::Error`), or handed to an
+//!   [error handler](Scope::set_error_handler). Cleanups that depend on the outcome
+//!   ([`defer_on_error`](Scope::defer_on_error), [`defer_on_success`](Scope::defer_on_success)).
 //! - [`Scope::with_limit`] and [`Stats`]: stop or measure closures that pile up.
 //! - [`SendScope`]: a scope for `Send` closures that is itself `Send`.
 //!
+//! The [`guide`] has the rest: a table from Go, Python, Java, Zig and C++ idioms to this
+//! crate, how it compares with other crates, the FAQ, the performance figures, and each
+//! guarantee with the test that checks it.
+//!
 //! # Guarantees
 //!
-//! - Closures of a scope run in strict reverse order of registration.
-//! - Each closure runs at most once; its captures are dropped exactly once, whether it ran,
-//!   panicked or was dismissed.
+//! - Closures of a scope run in strict reverse order of registration, each at most once; their
+//!   captures are dropped exactly once, whether they ran, panicked or were dismissed.
 //! - A panicking closure does not stop the others; the first panic then resumes with its
-//!   original payload. When a scope is dropped during an unwind, its closures' panics are
-//!   caught so that the original unwind continues instead of aborting (`std` feature).
+//!   original payload. A scope dropped during an unwind catches its closures' panics, so the
+//!   unwind continues instead of aborting (`std` feature).
+//! - An outcome-aware cleanup sees the outcome as it stands when it runs: the body's result,
+//!   or a panic or error of a cleanup that ran before it.
 //! - The error of a failed cleanup is returned, handed to a handler, or raised: never dropped.
 //!
 //! # Crate features
 //!
-//! - `std` (default): catching of panics raised by cleanups during an unwind, and the
-//!   outcome-aware [`defer_on_success!`] and [`defer_on_unwind!`]. Without it the crate is
-//!   `#![no_std]` and needs only `alloc`; a cleanup that panics while the thread is already
-//!   unwinding then aborts the process, as any panicking destructor does.
+//! - `std` (default): catching of panics raised by cleanups during an unwind, the
+//!   outcome-aware [`defer_on_success!`] and [`defer_on_unwind!`], and conversions into
+//!   `io::Error`. Without it the crate is `#![no_std]` and needs only `alloc`; a cleanup that
+//!   panics while the thread is already unwinding then aborts, as any panicking destructor does.
 //!
 //! # Minimum supported Rust version
 //!
@@ -79,10 +98,9 @@
 //!
 //! # Unsafe code
 //!
-//! This crate uses `unsafe` to store closures of different types in one inline array (and in
-//! heap segments that never move), and to lend out held values from `&self`. All of it lives
-//! in one private module, every block states why it is sound, and the test suite runs under
-//! Miri with both of its borrow models.
+//! The inline storage erases closure types by hand, and `hold` lends out `&mut T` from
+//! `&self`. All of it lives in one private module, every block states why it is sound, and the
+//! test suite runs under Miri with both of its borrow models.
 
 #![no_std]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -116,6 +134,8 @@ pub use scope::{Scope, scope};
 pub use send_scope::SendScope;
 pub use stats::Stats;
 
-#[cfg(doctest)]
+/// The README, as a guide: how Go, Python, Java, Zig and C++ idioms map to this crate, how it
+/// compares, the FAQ, performance, and the guarantees with the tests that check them. (Its code
+/// blocks are doctests; its table cells are compiled by `tests/readme.rs`.)
 #[doc = include_str!("../README.md")]
-struct ReadmeDoctests;
+pub mod guide {}

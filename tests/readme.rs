@@ -1,0 +1,236 @@
+//! The code in the README's tables, compiled and run. The README's code blocks are doctests;
+//! its table cells are too short to be, so every cell is written out here in context, and
+//! `every_table_cell_is_compiled_here` fails if a cell has no compiled counterpart in this
+//! file (whitespace aside, `...` standing for any code).
+
+#![cfg(feature = "std")]
+
+mod common;
+
+use std::cell::{Cell, RefCell};
+use std::fs::File;
+use std::io;
+
+use scoped_defer::{
+    CleanupErrors, IteratorExt, Scope, ScopeError, SendScope, defer, defer_on_success,
+    defer_on_unwind, for_each_scoped, for_each_scoped_in, scope, try_for_each_scoped, try_scope,
+};
+
+fn open() -> io::Result<File> {
+    tempfile::tempfile()
+}
+
+fn work_with(file: &mut File) {
+    file.sync_all().unwrap();
+}
+
+/// "Coming from Go, Python or C++".
+#[test]
+#[cfg_attr(miri, ignore)] // files
+fn coming_from_go_python_or_cpp() -> io::Result<()> {
+    let count = Cell::new(0);
+    let bump = || count.set(count.get() + 1);
+    {
+        defer! { bump(); }
+    }
+    scope(|s| {
+        s.defer(bump);
+    });
+
+    let closed = try_scope(|s| {
+        let f = s.hold(open()?, drop);
+        work_with(f);
+        let g = s.hold_fallible(open()?, |f| f.sync_all());
+        work_with(g);
+        let f = open()?;
+        s.defer_fallible(move || f.sync_all());
+        Ok::<_, io::Error>(())
+    });
+    assert!(closed.is_ok());
+
+    let items = vec![String::from("a"), String::from("b")];
+    for_each_scoped(items, |s, item| s.defer(move || drop(item)));
+    let items = vec![1, 2, 3];
+    items.into_iter().for_each_scoped(|s, _| s.defer(bump));
+
+    common::quiet_panics();
+    // Silenced by `catch_expected`; caught by the `catch_unwind` inside it, Go's `recover()`.
+    let caught = common::catch_expected(|| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            scope(|s| {
+                s.defer(bump);
+                panic!("recovered");
+            })
+        }))
+    });
+    assert!(caught.unwrap().is_err());
+
+    let f = bump;
+    let s = Scope::new();
+    s.defer(f);
+    let value = String::from("context");
+    let cleanup = drop;
+    let value = s.hold(value, cleanup);
+    value.push('!');
+    let mut s = s;
+    let taken = s.take();
+    s.run_now();
+    drop(taken);
+
+    let s = Scope::new();
+    s.defer_fallible(|| Err("close failed"));
+    let errors: CleanupErrors = s.finish().unwrap_err();
+    assert_eq!(errors.len(), 1);
+
+    let result = try_scope(|s| {
+        s.defer_fallible(|| Err("close failed"));
+        Err::<(), _>("write failed")
+    });
+    match result {
+        Err(ScopeError::Body { error, suppressed }) => {
+            assert_eq!(error, "write failed");
+            assert_eq!(suppressed.unwrap().len(), 1);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+
+    let mut s = Scope::new();
+    s.defer_on_error(bump);
+    s.defer_on_success(bump);
+    {
+        defer_on_unwind! { bump(); }
+        defer_on_success! { bump(); }
+    }
+    s.defer(|| panic!("dismissed, never run"));
+    s.dismiss(); // the outcome-aware ones go too
+    assert_eq!(count.get(), 8);
+    Ok(())
+}
+
+/// "What is in the crate".
+#[test]
+#[cfg_attr(miri, ignore)] // files
+fn what_is_in_the_crate() -> io::Result<()> {
+    let ran = Cell::new(0);
+    let f = || ran.set(ran.get() + 1);
+    let s = Scope::new();
+    s.defer(f);
+    defer!(s => f());
+    let file = open()?;
+    let file = s.hold(file, drop);
+    work_with(file);
+    let file = open()?;
+    let file = s.hold_fallible(file, |f| f.sync_all());
+    work_with(file);
+    let mut s = s;
+    s.set_error_handler(|error| panic!("{error}"));
+    s.defer_fallible(|| Ok::<(), io::Error>(()));
+    s.defer_on_error(f);
+    s.defer_on_success(f);
+    s.run_now();
+    s.defer(f);
+    s.dismiss();
+    drop(s.take());
+    assert!(s.finish().is_ok());
+
+    assert_eq!(
+        scope(|s| {
+            s.defer(f);
+            7
+        }),
+        7
+    );
+    assert!(
+        try_scope(|s| {
+            s.defer(f);
+            Ok::<_, io::Error>(())
+        })
+        .is_ok()
+    );
+    let items = vec![String::from("a"), String::from("b")];
+    for_each_scoped(items, |s, item| s.defer(move || drop(item)));
+    assert!(try_for_each_scoped(0..2, |_, _| Ok::<_, io::Error>(())).is_ok());
+    let items = vec![1, 2];
+    items.into_iter().for_each_scoped(|s, _| s.defer(f));
+    let mut scope = Scope::with_stats();
+    for_each_scoped_in(&mut scope, 0..2, |s, _| s.defer(f));
+    assert_eq!(scope.stats().unwrap().ran, 2);
+
+    let n = 1;
+    let s = Scope::with_limit(n);
+    s.defer(f);
+    assert!(s.try_defer(f).is_err());
+    drop(s);
+    let mut s = Scope::with_stats();
+    s.set_limit(n);
+    s.track_stats();
+    drop(SendScope::new());
+    let s: Scope<'_, 32> = Scope::default();
+    assert_eq!(s.capacity(), 32);
+    assert_eq!(ran.get(), 10);
+    Ok(())
+}
+
+/// The README's tables: the second column of every table whose header is one of these.
+const TABLES: [&str; 2] = ["| you write | here |", "| you want | use |"];
+
+/// The code spans of the second column of the README's code tables.
+fn table_cells() -> Vec<String> {
+    let readme = include_str!("../README.md");
+    let mut cells = Vec::new();
+    let mut in_table = false;
+    for line in readme.lines() {
+        if TABLES.contains(&line) {
+            in_table = true;
+            continue;
+        }
+        if !line.starts_with('|') {
+            in_table = false;
+        }
+        if !in_table || line.starts_with("|---") {
+            continue;
+        }
+        // Split on unescaped `|` only.
+        let line = line.replace("\\|", "\u{0}");
+        let column = line.split('|').nth(2).expect("a second column");
+        for (i, span) in column.split('`').enumerate() {
+            if i % 2 == 1 {
+                cells.push(span.replace('\u{0}', "|"));
+            }
+        }
+    }
+    cells
+}
+
+fn without_whitespace(text: &str) -> String {
+    text.chars().filter(|c| !c.is_whitespace()).collect()
+}
+
+#[test]
+fn every_table_cell_is_compiled_here() {
+    let cells = table_cells();
+    assert!(cells.len() > 40, "the tables were found: {cells:?}");
+    let source = without_whitespace(include_str!("readme.rs"));
+    let source = &source[..source.find("constTABLES").expect("the checker")];
+    let missing: Vec<&String> = cells
+        .iter()
+        .filter(|cell| {
+            without_whitespace(cell)
+                .split("...")
+                .any(|fragment| !source.contains(fragment))
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "README cells with no compiled counterpart here: {missing:?}"
+    );
+}
+
+#[test]
+fn the_checker_notices_a_cell_that_is_not_compiled() {
+    let source = without_whitespace(include_str!("readme.rs"));
+    let source = &source[..source.find("constTABLES").expect("the checker")];
+    assert!(!source.contains(&without_whitespace("s.defer_later(f)")));
+    assert!(source.contains(&without_whitespace("let s = Scope::new(); s.defer(f);")));
+    let _ = RefCell::new(()); // (keeps the imports honest when cells change)
+}
