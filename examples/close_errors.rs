@@ -53,7 +53,7 @@ fn main() -> ExitCode {
     // A scope dropped without `finish` still never loses the error: it goes to a handler.
     let mut reported = Vec::new();
     {
-        let mut scope: Scope<'_> = Scope::new();
+        let mut scope = Scope::new();
         scope.set_error_handler(|e| reported.push(e.to_string()));
         let out = scope.hold_fallible(BufWriter::new(FailsOnFlush), |mut out| out.flush());
         out.write_all(data).expect("buffered");

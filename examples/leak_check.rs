@@ -26,7 +26,7 @@ fn handle_fixed(items: usize, request: &mut Scope<'_>) {
 }
 
 fn high_water(handler: fn(usize, &mut Scope<'_>), items: usize) -> usize {
-    let mut request: Scope<'_> = Scope::with_stats();
+    let mut request = Scope::with_stats();
     handler(items, &mut request);
     request.run_now();
     request.stats().expect("tracking").high_water
@@ -58,7 +58,7 @@ fn main() -> ExitCode {
     );
 
     // A limit turns the pile-up into an error at the first cleanup too many.
-    let mut request: Scope<'_> = Scope::with_limit(100);
+    let mut request = Scope::with_limit(100);
     std::panic::set_hook(Box::new(|_| {})); // the panic is expected; it is printed below
     let stopped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         handle_leaky(10_000, &mut request);

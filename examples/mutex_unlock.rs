@@ -90,7 +90,7 @@ fn main() -> ExitCode {
     // 3. A scope that owns the guard: for code that decides at run time what to release.
     let counter = Mutex::new(0u64);
     let ms = hammer(&|panics| {
-        let scope: Scope<'_> = Scope::new();
+        let scope = Scope::new();
         let mut guard = counter
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());

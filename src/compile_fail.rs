@@ -4,7 +4,7 @@
 //! A deferred closure cannot borrow a local that dies before the scope ends:
 //!
 //! ```compile_fail,E0597
-//! let mut scope: scoped_defer::Scope<'_> = scoped_defer::Scope::new();
+//! let mut scope = scoped_defer::Scope::new();
 //! {
 //!     let short_lived = String::from("gone");
 //!     scope.defer(|| drop(short_lived.len()));
@@ -15,7 +15,7 @@
 //!
 //! ```compile_fail,E0503
 //! let mut count = 0;
-//! let mut scope: scoped_defer::Scope<'_> = scoped_defer::Scope::new();
+//! let mut scope = scoped_defer::Scope::new();
 //! scope.defer(|| count += 1);
 //! let seen = count; // still borrowed by the pending closure
 //! drop(scope);
@@ -158,6 +158,6 @@
 //! while it runs its closures:
 //!
 //! ```compile_fail,E0597
-//! let scope: scoped_defer::Scope<'_> = scoped_defer::Scope::new();
+//! let scope = scoped_defer::Scope::new();
 //! scope.defer(|| scope.defer(|| ()));
 //! ```

@@ -260,7 +260,7 @@ impl<E: Error + 'static> Error for ScopeError<E> {
 /// pending closures was reached. The closure is handed back, neither run nor dropped.
 ///
 /// ```
-/// let mut scope: scoped_defer::Scope<'_> = scoped_defer::Scope::with_limit(1);
+/// let mut scope = scoped_defer::Scope::with_limit(1);
 /// scope.try_defer(|| ()).unwrap();
 /// let refused = scope.try_defer(|| ()).unwrap_err();
 /// assert_eq!(refused.limit(), 1);

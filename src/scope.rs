@@ -44,6 +44,22 @@ use crate::stats::{Counters, Stats};
 /// any destructor). Each closure runs at most once, and its captures are dropped exactly once:
 /// after it runs (or panics), or when it is dismissed.
 ///
+/// One case cannot be told apart: a scope dropped normally inside a destructor that runs
+/// during an unwind (say, inside a `catch_unwind` there) sees `std::thread::panicking()` and
+/// swallows its closures' panics, as it must for a scope dropped by a nested unwind; std
+/// exposes no panic count to tell the two apart. To see those panics, end the scope with
+/// [`run_now`] (or [`finish`](Scope::finish)) instead of dropping it. The function forms
+/// ([`scope`], [`try_scope`](crate::try_scope), the loop helpers) know that their body
+/// returned, and always resume the first panic.
+///
+/// # Outcome-aware cleanups
+///
+/// [`defer_on_error`](Scope::defer_on_error) and [`defer_on_success`](Scope::defer_on_success)
+/// see the outcome as it stands when they run, as the block guards, Go and Python's
+/// `ExitStack` do: the body's (its `Err` or panic, inside [`try_scope`](crate::try_scope) and
+/// the loop helpers; a panic that began after their registration, for a dropped scope), turned
+/// into a failure by any closure that panicked or failed before them in the same drain.
+///
 /// # Errors, outcomes, limits and stats
 ///
 /// A cleanup that can fail is registered with [`defer_fallible`](Scope::defer_fallible); its
@@ -65,7 +81,7 @@ use crate::stats::{Counters, Stats};
 /// use scoped_defer::Scope;
 ///
 /// let log = std::cell::RefCell::new(Vec::new());
-/// let mut scope: Scope<'_> = Scope::new();
+/// let mut scope = Scope::new();
 /// scope.defer(|| log.borrow_mut().push("closed"));
 /// drop(scope);
 /// assert_eq!(*log.borrow(), ["closed"]);
@@ -76,7 +92,7 @@ use crate::stats::{Counters, Stats};
 /// ```compile_fail,E0597
 /// use scoped_defer::Scope;
 ///
-/// let mut scope: Scope<'_> = Scope::new();
+/// let mut scope = Scope::new();
 /// {
 ///     let name = String::from("short-lived");
 ///     scope.defer(|| println!("{name}")); // `name` does not live long enough
@@ -276,7 +292,7 @@ impl<'env, const N: usize> Scope<'env, N> {
     ///
     /// let order = RefCell::new(Vec::new());
     /// {
-    ///     let mut scope: Scope<'_> = Scope::new();
+    ///     let mut scope = Scope::new();
     ///     scope.defer(|| order.borrow_mut().push(1));
     ///     scope.defer(|| order.borrow_mut().push(2));
     /// }
@@ -332,7 +348,7 @@ impl<'env, const N: usize> Scope<'env, N> {
     /// ```
     /// use scoped_defer::Scope;
     ///
-    /// let mut scope: Scope<'_> = Scope::new();
+    /// let mut scope = Scope::new();
     /// scope.defer_fallible(|| -> Result<(), std::io::Error> { Err(std::io::Error::other("sync failed")) });
     /// let errors = scope.finish().unwrap_err();
     /// assert_eq!(errors.first().to_string(), "sync failed");
@@ -368,7 +384,7 @@ impl<'env, const N: usize> Scope<'env, N> {
     /// use scoped_defer::Scope;
     ///
     /// let sent = std::cell::RefCell::new(Vec::new());
-    /// let scope: Scope<'_> = Scope::new();
+    /// let scope = Scope::new();
     /// // Acquire, defer the cleanup, keep using the value.
     /// let buffer = scope.hold(Vec::new(), |buffer| sent.borrow_mut().extend(buffer));
     /// buffer.write_all(b"hello").unwrap();
@@ -561,7 +577,7 @@ impl<'env, const N: usize> Scope<'env, N> {
     /// The number of pending closures.
     ///
     /// ```
-    /// let mut scope: scoped_defer::Scope<'_> = scoped_defer::Scope::new();
+    /// let mut scope = scoped_defer::Scope::new();
     /// scope.defer(|| ());
     /// assert_eq!(scope.len(), 1);
     /// ```
@@ -574,7 +590,7 @@ impl<'env, const N: usize> Scope<'env, N> {
     /// Whether no closure is pending.
     ///
     /// ```
-    /// let mut scope: scoped_defer::Scope<'_> = scoped_defer::Scope::new();
+    /// let mut scope = scoped_defer::Scope::new();
     /// assert!(scope.is_empty());
     /// scope.defer(|| ());
     /// assert!(!scope.is_empty());
@@ -620,9 +636,9 @@ impl<'env, const N: usize> Scope<'env, N> {
     /// ```
     /// use scoped_defer::Scope;
     ///
-    /// let limited: Scope<'_> = Scope::with_limit(3);
+    /// let limited = Scope::with_limit(3);
     /// assert_eq!(limited.limit(), Some(3));
-    /// let unlimited: Scope<'_> = Scope::new();
+    /// let unlimited = Scope::new();
     /// assert_eq!(unlimited.limit(), None);
     /// ```
     #[must_use]
@@ -673,7 +689,7 @@ impl<'env, const N: usize> Scope<'env, N> {
     /// use scoped_defer::Scope;
     ///
     /// let closed = Cell::new(0);
-    /// let mut scope: Scope<'_> = Scope::new();
+    /// let mut scope = Scope::new();
     /// scope.defer(|| closed.set(closed.get() + 1));
     /// scope.run_now();
     /// assert_eq!(closed.get(), 1);
@@ -701,7 +717,7 @@ impl<'env, const N: usize> Scope<'env, N> {
     /// If a closure panics, after every closure has run, with the first payload.
     ///
     /// ```
-    /// let mut scope: scoped_defer::Scope<'_> = scoped_defer::Scope::new();
+    /// let mut scope = scoped_defer::Scope::new();
     /// scope.defer_fallible(|| Err::<(), _>("first"));
     /// assert_eq!(scope.try_run_now().unwrap_err().len(), 1);
     /// scope.defer_fallible(|| Ok::<(), &str>(()));
@@ -723,7 +739,7 @@ impl<'env, const N: usize> Scope<'env, N> {
     /// If a closure panics, after every closure has run, with the first payload.
     ///
     /// ```
-    /// let mut scope: scoped_defer::Scope<'_> = scoped_defer::Scope::new();
+    /// let mut scope = scoped_defer::Scope::new();
     /// scope.defer_fallible(|| Err::<(), _>("close failed"));
     /// scope.defer(|| ());
     /// assert_eq!(scope.finish().unwrap_err().to_string(), "cleanup failed: close failed");
@@ -740,7 +756,7 @@ impl<'env, const N: usize> Scope<'env, N> {
     /// use scoped_defer::Scope;
     ///
     /// let ran = Cell::new(false);
-    /// let mut scope: Scope<'_> = Scope::new();
+    /// let mut scope = Scope::new();
     /// scope.defer(|| ran.set(true));
     /// scope.dismiss();
     /// drop(scope);
@@ -762,7 +778,10 @@ impl<'env, const N: usize> Scope<'env, N> {
     /// `ExitStack.pop_all()`: build something step by step with cleanups that undo each step,
     /// and on success hand the cleanups to the caller instead of running them.
     ///
-    /// The new scope has no limit, stats or error handler of its own.
+    /// The new scope has no limit, stats or error handler of its own: those describe how this
+    /// scope is used, and stay. If the taken closures can fail, end the new scope with
+    /// [`finish`](Scope::finish), or give it a handler with
+    /// [`set_error_handler`](Scope::set_error_handler).
     ///
     /// ```
     /// use std::cell::RefCell;
@@ -770,7 +789,7 @@ impl<'env, const N: usize> Scope<'env, N> {
     ///
     /// let log = RefCell::new(Vec::new());
     /// let handed_over = {
-    ///     let mut setup: Scope<'_> = Scope::new();
+    ///     let mut setup = Scope::new();
     ///     setup.defer(|| log.borrow_mut().push("undo step 1"));
     ///     setup.defer(|| log.borrow_mut().push("undo step 2"));
     ///     setup.take() // success: nothing runs here

@@ -123,7 +123,7 @@ impl<'env, const N: usize> SendScope<'env, N> {
     /// Past the scope's limit, as [`Scope::defer`].
     ///
     /// ```
-    /// let mut scope: scoped_defer::SendScope<'_> = scoped_defer::SendScope::new();
+    /// let mut scope = scoped_defer::SendScope::new();
     /// scope.defer(|| println!("done"));
     /// assert_eq!(scope.len(), 1);
     /// ```
@@ -144,7 +144,7 @@ impl<'env, const N: usize> SendScope<'env, N> {
     /// [`LimitExceeded`] holding `f`, when the scope already holds its limit of closures.
     ///
     /// ```
-    /// let mut scope: scoped_defer::SendScope<'_> = scoped_defer::SendScope::with_limit(0);
+    /// let mut scope = scoped_defer::SendScope::with_limit(0);
     /// assert!(scope.try_defer(|| ()).is_err());
     /// ```
     pub fn try_defer<F, R>(&self, f: F) -> Result<(), LimitExceeded<F>>
@@ -162,7 +162,7 @@ impl<'env, const N: usize> SendScope<'env, N> {
     /// Past the scope's limit, as [`Scope::defer`].
     ///
     /// ```
-    /// let mut scope: scoped_defer::SendScope<'_> = scoped_defer::SendScope::new();
+    /// let mut scope = scoped_defer::SendScope::new();
     /// scope.defer_fallible(|| Err::<(), _>("flush failed"));
     /// assert_eq!(scope.finish().unwrap_err().len(), 1);
     /// ```
@@ -182,7 +182,7 @@ impl<'env, const N: usize> SendScope<'env, N> {
     /// Past the scope's limit, as [`Scope::defer`].
     ///
     /// ```
-    /// let scope: scoped_defer::SendScope<'_> = scoped_defer::SendScope::new();
+    /// let scope = scoped_defer::SendScope::new();
     /// let buffer = scope.hold(Vec::new(), |buffer| assert_eq!(buffer, [1, 2]));
     /// buffer.extend([1, 2]);
     /// ```
@@ -212,7 +212,7 @@ impl<'env, const N: usize> SendScope<'env, N> {
     /// Past the scope's limit, as [`Scope::defer`].
     ///
     /// ```
-    /// let scope: scoped_defer::SendScope<'_> = scoped_defer::SendScope::new();
+    /// let scope = scoped_defer::SendScope::new();
     /// let count = scope.hold_fallible(0, |count| if count == 3 { Ok(()) } else { Err("short") });
     /// *count += 2;
     /// assert_eq!(scope.finish().unwrap_err().first().to_string(), "short");
@@ -236,7 +236,7 @@ impl<'env, const N: usize> SendScope<'env, N> {
     /// Past the scope's limit, as [`Scope::defer`].
     ///
     /// ```
-    /// let mut scope: scoped_defer::SendScope<'_> = scoped_defer::SendScope::new();
+    /// let mut scope = scoped_defer::SendScope::new();
     /// scope.defer_on_error(|| panic!("not run: the scope succeeds"));
     /// assert!(scope.finish().is_ok());
     /// ```
@@ -259,7 +259,7 @@ impl<'env, const N: usize> SendScope<'env, N> {
     /// use std::sync::atomic::{AtomicBool, Ordering};
     ///
     /// let committed = AtomicBool::new(false);
-    /// let mut scope: scoped_defer::SendScope<'_> = scoped_defer::SendScope::new();
+    /// let mut scope = scoped_defer::SendScope::new();
     /// scope.defer_on_success(|| committed.store(true, Ordering::Relaxed));
     /// scope.finish().unwrap();
     /// assert!(committed.load(Ordering::Relaxed));
@@ -276,7 +276,7 @@ impl<'env, const N: usize> SendScope<'env, N> {
     /// See [`Scope::len`].
     ///
     /// ```
-    /// let scope: scoped_defer::SendScope<'_> = scoped_defer::SendScope::new();
+    /// let scope = scoped_defer::SendScope::new();
     /// assert_eq!(scope.len(), 0);
     /// ```
     #[inline]
@@ -288,7 +288,7 @@ impl<'env, const N: usize> SendScope<'env, N> {
     /// See [`Scope::is_empty`].
     ///
     /// ```
-    /// let scope: scoped_defer::SendScope<'_> = scoped_defer::SendScope::new();
+    /// let scope = scoped_defer::SendScope::new();
     /// assert!(scope.is_empty());
     /// ```
     #[inline]
@@ -312,7 +312,7 @@ impl<'env, const N: usize> SendScope<'env, N> {
     /// See [`Scope::spilled`].
     ///
     /// ```
-    /// let scope: scoped_defer::SendScope<'_> = scoped_defer::SendScope::new();
+    /// let scope = scoped_defer::SendScope::new();
     /// assert!(!scope.spilled());
     /// ```
     #[inline]
@@ -324,7 +324,7 @@ impl<'env, const N: usize> SendScope<'env, N> {
     /// See [`Scope::limit`].
     ///
     /// ```
-    /// let scope: scoped_defer::SendScope<'_> = scoped_defer::SendScope::new();
+    /// let scope = scoped_defer::SendScope::new();
     /// assert_eq!(scope.limit(), None);
     /// ```
     #[must_use]
@@ -335,7 +335,7 @@ impl<'env, const N: usize> SendScope<'env, N> {
     /// See [`Scope::stats`].
     ///
     /// ```
-    /// let scope: scoped_defer::SendScope<'_> = scoped_defer::SendScope::new();
+    /// let scope = scoped_defer::SendScope::new();
     /// assert!(scope.stats().is_none());
     /// ```
     #[must_use]
@@ -350,7 +350,7 @@ impl<'env, const N: usize> SendScope<'env, N> {
     /// As [`Scope::run_now`].
     ///
     /// ```
-    /// let mut scope: scoped_defer::SendScope<'_> = scoped_defer::SendScope::new();
+    /// let mut scope = scoped_defer::SendScope::new();
     /// scope.defer(|| ());
     /// scope.run_now();
     /// assert!(scope.is_empty());
@@ -372,7 +372,7 @@ impl<'env, const N: usize> SendScope<'env, N> {
     /// As [`Scope::try_run_now`].
     ///
     /// ```
-    /// let mut scope: scoped_defer::SendScope<'_> = scoped_defer::SendScope::new();
+    /// let mut scope = scoped_defer::SendScope::new();
     /// assert!(scope.try_run_now().is_ok());
     /// ```
     pub fn try_run_now(&mut self) -> Result<(), CleanupErrors> {
@@ -390,7 +390,7 @@ impl<'env, const N: usize> SendScope<'env, N> {
     /// As [`Scope::finish`].
     ///
     /// ```
-    /// let scope: scoped_defer::SendScope<'_> = scoped_defer::SendScope::new();
+    /// let scope = scoped_defer::SendScope::new();
     /// assert!(scope.finish().is_ok());
     /// ```
     pub fn finish(self) -> Result<(), CleanupErrors> {
@@ -400,7 +400,7 @@ impl<'env, const N: usize> SendScope<'env, N> {
     /// See [`Scope::dismiss`].
     ///
     /// ```
-    /// let mut scope: scoped_defer::SendScope<'_> = scoped_defer::SendScope::new();
+    /// let mut scope = scoped_defer::SendScope::new();
     /// scope.defer(|| unreachable!());
     /// scope.dismiss();
     /// ```
@@ -412,7 +412,7 @@ impl<'env, const N: usize> SendScope<'env, N> {
     /// See [`Scope::take`].
     ///
     /// ```
-    /// let mut scope: scoped_defer::SendScope<'_> = scoped_defer::SendScope::new();
+    /// let mut scope = scoped_defer::SendScope::new();
     /// scope.defer(|| ());
     /// let taken = scope.take();
     /// assert_eq!((scope.len(), taken.len()), (0, 1));
@@ -428,7 +428,7 @@ impl<'env, const N: usize> SendScope<'env, N> {
     /// The scope as a plain [`Scope`], which is not `Send` but accepts any closure.
     ///
     /// ```
-    /// let send: scoped_defer::SendScope<'_> = scoped_defer::SendScope::new();
+    /// let send = scoped_defer::SendScope::new();
     /// let mut local = send.into_local();
     /// let not_send = std::rc::Rc::new(());
     /// local.defer(move || drop(not_send));

@@ -24,7 +24,7 @@
 /// }
 ///
 /// let high_water = |items| {
-///     let mut scope: Scope<'_> = Scope::with_stats();
+///     let mut scope = Scope::with_stats();
 ///     process(items, &mut scope);
 ///     scope.run_now();
 ///     scope.stats().unwrap().high_water
@@ -33,7 +33,7 @@
 ///
 /// // The fix: a scope per item. The high-water mark no longer depends on the input.
 /// let fixed = |items| {
-///     let mut scope: Scope<'_> = Scope::with_stats();
+///     let mut scope = Scope::with_stats();
 ///     for_each_scoped_in(&mut scope, 0..items, |s, _| s.defer(|| ()));
 ///     scope.stats().unwrap().high_water
 /// };
