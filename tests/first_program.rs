@@ -333,43 +333,38 @@ fn errors_iterate_by_reference_and_limits_convert_to_boxed_errors() {
 // ---------------------------------------------------------------------------------------------
 // 6. An error nobody can return points at the user's code.
 
+/// The message of the panic `f` raises, and where it was raised (`file:line`).
+fn panic_and_location(f: impl FnOnce()) -> (String, String) {
+    quiet_panics();
+    let message = panic_message(f).expect("a panic");
+    (message, last_panic_location().unwrap())
+}
+
 #[test]
 fn unreported_errors_point_at_user_code() {
-    quiet_panics();
     let here = |line: u32| format!("{}:{line}", file!());
     let (registered, ended) = (line!() + 3, line!() + 4);
-    let message = panic_message(|| {
+    let (message, raised_at) = panic_and_location(|| {
         let mut s = Scope::new();
         s.defer_fallible(|| Err("disk full"));
         s.run_now();
-    })
-    .unwrap();
+    });
     assert!(message.contains(&here(registered)), "{message}");
-    assert_eq!(
-        last_panic_location().unwrap(),
-        here(ended),
-        "run_now's caller"
-    );
+    assert_eq!(raised_at, here(ended), "run_now's caller");
 
     let line = line!() + 2;
-    let message = panic_message(|| {
+    let (message, raised_at) = panic_and_location(|| {
         for_each_scoped(0..1, |s, _| s.defer_fallible(|| Err("disk full")));
-    })
-    .unwrap();
+    });
     assert!(message.contains(&here(line)), "{message}");
-    assert_eq!(
-        last_panic_location().unwrap(),
-        here(line),
-        "the loop's caller"
-    );
+    assert_eq!(raised_at, here(line), "the loop's caller");
 
     // A dropped scope panics in its destructor, but the message names the cleanup's line.
     let line = line!() + 3;
-    let message = panic_message(|| {
+    let (message, _) = panic_and_location(|| {
         let s = Scope::new();
         s.defer_fallible(|| Err("disk full"));
-    })
-    .unwrap();
+    });
     assert!(message.contains(&here(line)), "{message}");
 }
 
@@ -486,8 +481,9 @@ fn dismiss_and_take_forget_the_panic_state() {
 // ---------------------------------------------------------------------------------------------
 // 9. A panicking error handler never aborts.
 
-#[test]
-fn a_panicking_handler_during_an_unwind_does_not_abort() {
+/// Ends a scope whose handler panics on each of two errors, by unwinding from `body_panics`
+/// or normally; returns the panic that escaped and how many errors were handed over.
+fn with_panicking_handler(body_panics: bool) -> (Option<String>, u32) {
     quiet_panics();
     let handled = Cell::new(0);
     let message = panic_message(|| {
@@ -498,10 +494,18 @@ fn a_panicking_handler_during_an_unwind_does_not_abort() {
         });
         s.defer_fallible(|| Err("a"));
         s.defer_fallible(|| Err("b"));
-        panic!("the body panics");
+        if body_panics {
+            panic!("the body panics");
+        }
     });
+    (message, handled.get())
+}
+
+#[test]
+fn a_panicking_handler_during_an_unwind_does_not_abort() {
+    let (message, handled) = with_panicking_handler(true);
     assert_eq!(message.as_deref(), Some("the body panics"));
-    assert_eq!(handled.get(), 2, "every error was handed over");
+    assert_eq!(handled, 2, "every error was handed over");
 
     let message = panic_message(|| {
         let mut s = Scope::new();
@@ -514,18 +518,9 @@ fn a_panicking_handler_during_an_unwind_does_not_abort() {
     assert_eq!(message.as_deref(), Some("the body panics"));
 
     // Outside an unwind, the handler's panic resumes once every error is handed over.
-    handled.set(0);
-    let message = panic_message(|| {
-        let mut s = Scope::new();
-        s.set_error_handler(|_| {
-            handled.set(handled.get() + 1);
-            panic!("the handler panics");
-        });
-        s.defer_fallible(|| Err("a"));
-        s.defer_fallible(|| Err("b"));
-    });
+    let (message, handled) = with_panicking_handler(false);
     assert_eq!(message.as_deref(), Some("the handler panics"));
-    assert_eq!(handled.get(), 2);
+    assert_eq!(handled, 2);
 }
 
 // ---------------------------------------------------------------------------------------------
