@@ -69,6 +69,8 @@
 //!   ([`defer_on_error`](Scope::defer_on_error), [`defer_on_success`](Scope::defer_on_success)).
 //! - [`Scope::with_limit`] and [`Stats`]: stop or measure closures that pile up.
 //! - [`SendScope`]: a scope for `Send` closures that is itself `Send`.
+//! - With the `rayon` feature, `par_for_each_scoped`, `par_try_for_each_scoped` and
+//!   `ParallelIteratorExt`: Go's `errgroup`, with a scope per item on the worker that runs it.
 //!
 //! The [`guide`] has the rest: a table from Go, Python, Java, Zig and C++ idioms to this
 //! crate, how it compares with other crates, the FAQ, the performance figures, and each
@@ -91,6 +93,7 @@
 //!   outcome-aware [`defer_on_success!`] and [`defer_on_unwind!`], and conversions into
 //!   `io::Error`. Without it the crate is `#![no_std]` and needs only `alloc`; a cleanup that
 //!   panics while the thread is already unwinding then aborts, as any panicking destructor does.
+//! - `rayon`: parallel scoped loops on rayon's pools. Adds the `rayon` dependency.
 //!
 //! # Minimum supported Rust version
 //!
@@ -118,6 +121,8 @@ mod ending;
 mod error;
 mod guard;
 mod loops;
+#[cfg(feature = "rayon")]
+mod parallel;
 mod scope;
 mod send_scope;
 mod stats;
@@ -129,6 +134,11 @@ pub use error::{BoxError, CleanupErrors, LimitExceeded, ScopeError};
 pub use guard::__private;
 pub use loops::{
     IteratorExt, for_each_scoped, for_each_scoped_in, try_for_each_scoped, try_for_each_scoped_in,
+};
+#[cfg(feature = "rayon")]
+pub use parallel::{
+    ConcurrentFailures, ParallelIteratorExt, par_for_each_scoped, par_for_each_scoped_in,
+    par_try_for_each_scoped, par_try_for_each_scoped_in,
 };
 pub use scope::{Scope, scope};
 pub use send_scope::SendScope;

@@ -69,6 +69,24 @@ pub struct Stats {
     pub errors: u64,
 }
 
+impl Stats {
+    /// Adds what another scope did: counts are summed, `high_water` is the larger one.
+    #[cfg(feature = "rayon")]
+    pub(crate) fn merge(&mut self, other: &Stats) {
+        self.registered += other.registered;
+        self.ran += other.ran;
+        self.dismissed += other.dismissed;
+        self.taken += other.taken;
+        self.refused += other.refused;
+        self.pending += other.pending;
+        self.high_water = self.high_water.max(other.high_water);
+        self.spilled |= other.spilled;
+        self.heap_bytes += other.heap_bytes;
+        self.panics += other.panics;
+        self.errors += other.errors;
+    }
+}
+
 /// The counters behind [`Stats`].
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Counters {

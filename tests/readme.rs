@@ -171,6 +171,33 @@ fn what_is_in_the_crate() -> io::Result<()> {
     Ok(())
 }
 
+/// The `rayon` rows of both tables.
+#[cfg(feature = "rayon")]
+#[test]
+fn in_parallel() {
+    use rayon::prelude::*;
+    use scoped_defer::{ParallelIteratorExt, par_for_each_scoped, par_try_for_each_scoped};
+
+    let ran = std::sync::atomic::AtomicUsize::new(0);
+    let f = || {
+        ran.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    };
+    let items = vec![1, 2, 3];
+    let result = par_try_for_each_scoped(items, |s, item| {
+        s.defer(f);
+        if item > 0 { Ok(()) } else { Err(item) }
+    });
+    assert!(result.is_ok());
+    let items = vec![1, 2, 3];
+    par_for_each_scoped(items, |s, item| {
+        s.defer(f);
+        assert!(item > 0);
+    });
+    let items = vec![1, 2, 3];
+    items.par_iter().for_each_scoped(|s, _| s.defer(f));
+    assert_eq!(ran.load(std::sync::atomic::Ordering::SeqCst), 9);
+}
+
 /// The README's tables: the second column of every table whose header is one of these.
 const TABLES: [&str; 2] = ["| you write | here |", "| you want | use |"];
 
