@@ -57,8 +57,10 @@ fn main() -> ExitCode {
         if flat { "no pile-up" } else { "?" },
     );
 
-    // A limit turns the pile-up into an error at the first cleanup too many.
-    let mut request = Scope::with_limit(100);
+    // A limit turns the pile-up into an error at the first cleanup too many; stats show where
+    // it stopped.
+    let mut request = Scope::with_stats();
+    request.set_limit(100);
     std::panic::set_hook(Box::new(|_| {})); // the panic is expected; it is printed below
     let stopped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         handle_leaky(10_000, &mut request);
