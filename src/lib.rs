@@ -6,6 +6,7 @@
 //! a copy or of a `sync_all`, returned through `?`:
 //!
 //! ```
+//! # #[cfg(feature = "std")] { // `?` into `io::Error` needs the `std` feature
 //! use std::fs::File;
 //! use std::io;
 //! use std::path::PathBuf;
@@ -26,11 +27,13 @@
 //! # let (from, to) = (dir.path().join("in"), dir.path().join("out"));
 //! # std::fs::write(&from, "abc").unwrap();
 //! # assert_eq!(copy_all(&[(from, to)]).unwrap(), 3);
+//! # }
 //! ```
 //!
 //! Undo the steps of a setup that fails half-way, and only those (Zig's `errdefer`):
 //!
 //! ```
+//! # #[cfg(feature = "std")] { // `?` into `io::Error` needs the `std` feature
 //! use std::{fs, io, path::Path};
 //! use scoped_defer::try_scope;
 //!
@@ -47,6 +50,7 @@
 //! # let dir = tempfile::tempdir().unwrap();
 //! # assert!(set_up(dir.path()).is_err());
 //! # assert!(!dir.path().join("cache").exists());
+//! # }
 //! ```
 //!
 //! # What is here
