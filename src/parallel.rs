@@ -18,7 +18,8 @@ use crate::{Scope, Stats};
 /// takes its next item.
 ///
 /// Each worker reuses one scope from item to item, so once it has grown to the largest item,
-/// no item allocates. Closures need not be `Send`: a scope never leaves its worker. What they
+/// no item allocates. What an item sets on it (a limit, an error handler) stays for the
+/// worker's later items. Closures need not be `Send`: a scope never leaves its worker. What they
 /// borrow from outside is shared by the workers, which is why `body` is `Sync`.
 ///
 /// # Panics
@@ -51,7 +52,8 @@ pub fn par_for_each_scoped<'env, I>(
 }
 
 /// [`par_for_each_scoped`], adding to `stats` what the workers' scopes did: the counts are
-/// summed, and `high_water` is the most closures one item left pending.
+/// summed, and `high_water` is the most closures one item left pending. The stats are added
+/// when the loop ends, by a panic too.
 ///
 /// ```
 /// use scoped_defer::{par_for_each_scoped_in, Stats};
@@ -70,9 +72,8 @@ pub fn par_for_each_scoped_in<'env, I>(
 ) where
     I: IntoParallelIterator,
 {
-    let total = Mutex::new(Stats::default());
-    run(Some(&total), items, body);
-    stats.merge(&into_inner(total));
+    let total = AddedOnExit::new(stats);
+    run(Some(&total.stats), items, body);
 }
 
 /// Like [`par_for_each_scoped`], but stops at the first failed item, like Go's `errgroup`:
@@ -147,10 +148,8 @@ where
     I: IntoParallelIterator,
     E: Send,
 {
-    let total = Mutex::new(Stats::default());
-    let result = try_run(Some(&total), items, body);
-    stats.merge(&into_inner(total));
-    result
+    let total = AddedOnExit::new(stats);
+    try_run(Some(&total.stats), items, body)
 }
 
 /// Method forms of [`par_for_each_scoped`] and [`par_try_for_each_scoped`] for every
@@ -407,6 +406,25 @@ where
     shared.into_result()
 }
 
-fn into_inner<T>(mutex: Mutex<T>) -> T {
-    mutex.into_inner().unwrap_or_else(PoisonError::into_inner)
+/// The workers' stats, added to the caller's when the loop ends, by a panic too (the caller
+/// may catch it and look).
+struct AddedOnExit<'a> {
+    stats: Mutex<Stats>,
+    into: &'a mut Stats,
+}
+
+impl<'a> AddedOnExit<'a> {
+    fn new(into: &'a mut Stats) -> Self {
+        AddedOnExit {
+            stats: Mutex::new(Stats::default()),
+            into,
+        }
+    }
+}
+
+impl Drop for AddedOnExit<'_> {
+    fn drop(&mut self) {
+        let stats = self.stats.get_mut().unwrap_or_else(PoisonError::into_inner);
+        self.into.merge(stats);
+    }
 }

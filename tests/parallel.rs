@@ -273,6 +273,24 @@ fn stats_add_up_over_workers() {
         assert_eq!(stats.high_water, 4, "the largest item, not a sum");
         assert_eq!(stats.pending, 0);
 
+        // Every kind of count adds up: dismissed, taken, refused, spilled and its heap.
+        let mut stats = Stats::default();
+        par_for_each_scoped_in(&mut stats, 0..40, |s, _| {
+            s.defer(|| ());
+            s.dismiss();
+            s.defer(|| ());
+            drop(s.take());
+            for _ in 0..20 {
+                s.defer(|| ()); // past the inline slots (which `take` just gave away)
+            }
+            s.set_limit(0);
+            assert!(s.try_defer(|| ()).is_err());
+            s.set_limit(usize::MAX); // the worker's scope, and its limit, serve its next item
+        });
+        assert_eq!((stats.dismissed, stats.taken, stats.refused), (40, 40, 40));
+        assert_eq!(stats.registered, 40 * 22);
+        assert!(stats.spilled && stats.heap_bytes > 0, "{stats:?}");
+
         let mut stats = Stats::default();
         let result = par_try_for_each_scoped_in(&mut stats, 0..10, |s, _| {
             s.defer_fallible(|| Err("closing failed"));
@@ -281,4 +299,18 @@ fn stats_add_up_over_workers() {
         assert!(result.is_err());
         assert!(stats.errors >= 1 && stats.errors == stats.ran, "{stats:?}");
     });
+}
+
+#[test]
+fn stats_are_added_up_when_the_loop_panics_too() {
+    quiet_panics();
+    let mut stats = Stats::default();
+    let result = catch_expected(|| {
+        par_for_each_scoped_in(&mut stats, 0..1, |s, _| {
+            s.defer(|| panic!("a cleanup panicked"));
+            s.defer(|| ());
+        })
+    });
+    assert!(result.is_err());
+    assert_eq!((stats.ran, stats.panics), (2, 1), "{stats:?}");
 }
