@@ -15,6 +15,8 @@ struct CountingAllocator;
 
 thread_local! {
     static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+    /// Blocks allocated and not yet freed by this thread.
+    static LIVE: Cell<isize> = const { Cell::new(0) };
 }
 
 // SAFETY: forwards every call unchanged to `System`; the counter is a `const`-initialised
@@ -22,11 +24,13 @@ thread_local! {
 unsafe impl GlobalAlloc for CountingAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+        let _ = LIVE.try_with(|n| n.set(n.get() + 1));
         // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract, which we pass on.
         unsafe { System.alloc(layout) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        let _ = LIVE.try_with(|n| n.set(n.get() - 1));
         // SAFETY: as above, for `dealloc`.
         unsafe { System.dealloc(ptr, layout) }
     }
@@ -46,6 +50,13 @@ fn allocations_of(f: impl FnOnce()) -> usize {
     let before = ALLOCATIONS.with(Cell::get);
     f();
     ALLOCATIONS.with(Cell::get) - before
+}
+
+/// The blocks `f` allocated on this thread and did not free.
+fn leaked_by(f: impl FnOnce()) -> isize {
+    let before = LIVE.with(Cell::get);
+    f();
+    LIVE.with(Cell::get) - before
 }
 
 /// A closure capturing exactly 24 bytes: the largest that fits inline.
@@ -262,4 +273,38 @@ fn growth_adds_segments_and_never_reallocates() {
         "8 inline, then segments of 8, 16, ..., 512: no reallocation"
     );
     assert_eq!(seen.get(), 7);
+}
+
+#[test]
+fn every_scope_frees_what_it_allocated() {
+    let sum = &Cell::new(0);
+    let large = [1u64; 8];
+    // Heap segments, boxed closures, extras (stats, a handler, fallible closures), `take`,
+    // `dismiss`, and a loop that sets a caller's closures aside and puts them back.
+    let leaked = leaked_by(|| {
+        let mut s: Scope<'_, 2> = Scope::default();
+        s.track_stats();
+        s.set_error_handler(|_| ());
+        for _ in 0..100 {
+            s.defer(small_closure(sum, 1, 2));
+        }
+        s.defer(move || sum.set(sum.get() + large[7])); // boxed: 64 bytes of captures
+        s.defer_fallible(|| Err("handled"));
+        let taken = s.take();
+        s.defer(small_closure(sum, 3, 4));
+        s.dismiss();
+        assert_eq!(taken.finish().unwrap_err().len(), 1);
+        s.defer_on_error(|| ());
+        for_each_scoped_in_place(&mut s);
+        drop(s);
+    });
+    assert_eq!(leaked, 0, "blocks left allocated");
+}
+
+fn for_each_scoped_in_place(s: &mut Scope<'_, 2>) {
+    scoped_defer::for_each_scoped_in(s, 0..10, |s, _| {
+        for _ in 0..5 {
+            s.defer(|| ());
+        }
+    });
 }

@@ -286,27 +286,27 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
     /// Moves every pending closure into a new arena, which also takes the segments; this one
     /// keeps its extras, if any, and starts over with empty storage.
     pub(crate) fn take(&mut self) -> Self {
-        // Moving the slots is fine here: `&mut self` means none of them is lent out.
-        let taken = mem::replace(self, Self::new());
-        let len = taken.len.get();
-        taken.len.set(len & !EXTRAS);
-        self.len.set(len & EXTRAS);
-        self.extras.swap(&taken.extras);
+        let mut taken = Self::new();
+        self.swap_storage(&mut taken);
         taken
     }
 
     /// Puts back closures moved out by [`Arena::take`] into this arena, which must hold none:
     /// the inverse of `take`. This arena keeps its extras; the storage it grew meanwhile is
     /// freed, and so are `taken`'s extras.
-    pub(crate) fn put_back(&mut self, taken: Self) {
+    pub(crate) fn put_back(&mut self, mut taken: Self) {
         debug_assert_eq!(self.len(), 0);
-        // Moving the slots is fine here: `&mut self` means none of them is lent out, and
-        // `taken` is owned.
-        let emptied = mem::replace(self, taken);
-        let (ours, theirs) = (emptied.len.get() & EXTRAS, self.len.get() & EXTRAS);
-        self.len.set((self.len.get() & !EXTRAS) | ours);
-        emptied.len.set(theirs);
-        self.extras.swap(&emptied.extras);
+        self.swap_storage(&mut taken);
+    }
+
+    /// Exchanges the closures and storage of two arenas; each keeps its own extras.
+    fn swap_storage(&mut self, other: &mut Self) {
+        // Moving the slots is fine here: `&mut` means none of them is lent out.
+        mem::swap(self, other);
+        let (mine, theirs) = (other.len.get() & EXTRAS, self.len.get() & EXTRAS);
+        self.len.set(self.len() | mine);
+        other.len.set(other.len() | theirs);
+        self.extras.swap(&other.extras);
     }
 
     /// Runs every pending closure, last first. If one panics, the others still run (their
