@@ -2,7 +2,7 @@
 mod common;
 
 use std::cell::RefCell;
-use std::error::Error as _;
+use std::error::Error;
 use std::fmt;
 
 use common::{Events, panic_message, quiet_panics};
@@ -272,4 +272,67 @@ fn cleanup_errors_convert_from_any_error_type() {
     let errors = scope.finish().unwrap_err();
     let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
     assert_eq!(messages, ["str", "string", "io"]);
+}
+
+/// An error with a cause, to follow `source()` through.
+#[derive(Debug)]
+struct WithCause(CloseError);
+
+impl std::fmt::Display for WithCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("write failed")
+    }
+}
+
+impl Error for WithCause {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+#[test]
+fn scope_errors_lead_to_the_body_errors_cause() {
+    let body_failed = try_scope(|s| {
+        s.defer_fallible(|| Err("close failed"));
+        Err::<(), _>(WithCause(CloseError(7)))
+    })
+    .unwrap_err();
+    let cause = body_failed.source().expect("the body error's own cause");
+    assert_eq!(cause.to_string(), CloseError(7).to_string());
+
+    let cleanup_failed = try_scope(|s| {
+        s.defer_fallible(|| Err("close failed"));
+        Ok::<(), WithCause>(())
+    })
+    .unwrap_err();
+    assert!(
+        cleanup_failed.source().is_none(),
+        "the message lists the cleanup errors"
+    );
+}
+
+#[test]
+fn debug_output_shows_what_matters() {
+    let scope = Scope::new();
+    scope.defer_fallible(|| Err("flush failed"));
+    let errors = scope.finish().unwrap_err();
+    assert_eq!(format!("{errors:?}"), r#"["flush failed"]"#);
+
+    let limited = Scope::with_limit(0);
+    let refused = limited.try_defer(|| ()).unwrap_err();
+    assert_eq!(format!("{refused:?}"), "LimitExceeded { limit: 0, .. }");
+
+    let scope: Scope<'_, 2> = Scope::default();
+    for _ in 0..3 {
+        scope.defer(|| ());
+    }
+    assert_eq!(
+        format!("{scope:?}"),
+        "Scope { pending: 3, capacity: 6, spilled: true, limit: None, .. }"
+    );
+    let send = scoped_defer::SendScope::with_limit(5);
+    assert_eq!(
+        format!("{send:?}"),
+        "SendScope(Scope { pending: 0, capacity: 8, spilled: false, limit: Some(5), .. })"
+    );
 }

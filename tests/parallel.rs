@@ -74,6 +74,7 @@ fn the_first_error_stops_new_items() {
     on_both_pools(|threads| {
         let started = AtomicUsize::new(0);
         let observed = AtomicBool::new(false);
+        let others_done = AtomicUsize::new(0);
         let closed = AtomicUsize::new(0);
         let barrier = Barrier::new(threads);
         let result = par_try_for_each_scoped(0..10_000, |s, _| {
@@ -88,13 +89,21 @@ fn the_first_error_stops_new_items() {
             // The first item of every worker runs at the same time as the others.
             barrier.wait();
             if seq == 0 {
-                // Its cleanups run once the error is observed, and release the others.
-                s.defer(|| observed.store(true, SeqCst));
+                // Its cleanups run once the error is observed: they release the others, and
+                // keep this item (and so rayon's own short-circuit) from ending until the
+                // other workers are done and look for their next item.
+                s.defer(|| {
+                    observed.store(true, SeqCst);
+                    while others_done.load(SeqCst) < threads - 1 {
+                        std::thread::yield_now();
+                    }
+                });
                 return Err("the first item failed");
             }
             while !observed.load(SeqCst) {
                 std::thread::yield_now();
             }
+            others_done.fetch_add(1, SeqCst);
             Ok(())
         });
         assert_eq!(
@@ -150,13 +159,13 @@ fn concurrent_failures_keep_their_cleanup_errors_and_are_counted() {
 
 #[test]
 fn counted_failures_can_be_read_back() {
-    let barrier = Barrier::new(2);
+    let barrier = Barrier::new(4);
     let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(2)
+        .num_threads(4)
         .build()
         .unwrap();
     let result = pool.install(|| {
-        par_try_for_each_scoped(0..2, |_, i| {
+        par_try_for_each_scoped(0..4, |_, i| {
             barrier.wait();
             Err(i)
         })
@@ -167,7 +176,7 @@ fn counted_failures_can_be_read_back() {
         .first()
         .downcast_ref::<ConcurrentFailures>()
         .unwrap();
-    assert_eq!(count.count(), 1);
+    assert_eq!(count.count(), 3);
 }
 
 #[test]
