@@ -339,6 +339,19 @@ impl Drop for StopOnPanic<'_> {
     }
 }
 
+/// Runs an item's body on its scope, as the sequential loops do; a panic of the body sets
+/// `stop` before the item's cleanups run, so that no item starts meanwhile.
+fn item_body<'env, R>(
+    stop: &AtomicBool,
+    scope: &mut Scope<'env>,
+    body: impl FnOnce(&mut Scope<'env>) -> R,
+) -> R {
+    body_of(scope, |scope| {
+        let _stop = StopOnPanic(stop);
+        body(scope)
+    })
+}
+
 fn run<'env, I>(
     stats: Option<&Mutex<Stats>>,
     items: I,
@@ -353,9 +366,9 @@ fn run<'env, I>(
             if stop.load(Ordering::SeqCst) {
                 return;
             }
-            let _stop = StopOnPanic(&stop);
+            let _stop = StopOnPanic(&stop); // for the cleanups' panics
             let scope = &mut worker.scope;
-            body_of(scope, |scope| body(scope, item));
+            item_body(&stop, scope, |scope| body(scope, item));
             scope.run_now();
         },
     );
@@ -378,9 +391,9 @@ where
             if shared.stopped() {
                 return Err(());
             }
-            let _stop = StopOnPanic(&shared.stop);
+            let _stop = StopOnPanic(&shared.stop); // for the cleanups' panics
             let scope = &mut worker.scope;
-            let body = body_of(scope, |scope| body(scope, item));
+            let body = item_body(&shared.stop, scope, |scope| body(scope, item));
             // Observed as soon as the body returns it: no item starts while this one's
             // cleanups run.
             let first_body_error = body.is_err() && shared.stop_first();

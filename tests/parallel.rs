@@ -106,9 +106,11 @@ fn the_first_error_stops_new_items() {
             others_done.fetch_add(1, SeqCst);
             Ok(())
         });
-        assert_eq!(
-            result.unwrap_err().body_error(),
-            Some(&"the first item failed")
+        let error = result.unwrap_err();
+        assert_eq!(error.body_error(), Some(&"the first item failed"));
+        assert!(
+            error.cleanup_errors().is_none(),
+            "nothing failed alongside it"
         );
         assert_eq!(
             started.load(SeqCst),
@@ -322,4 +324,49 @@ fn stats_are_added_up_when_the_loop_panics_too() {
     });
     assert!(result.is_err());
     assert_eq!((stats.ran, stats.panics), (2, 1), "{stats:?}");
+}
+
+#[test]
+fn a_panic_stops_new_items() {
+    quiet_panics();
+    on_both_pools(|threads| {
+        let started = AtomicUsize::new(0);
+        let observed = AtomicBool::new(false);
+        let others_done = AtomicUsize::new(0);
+        let barrier = Barrier::new(threads);
+        let result = catch_expected(|| {
+            par_for_each_scoped(0..10_000, |s, _| {
+                let seq = started.fetch_add(1, SeqCst);
+                if seq >= threads {
+                    return; // counted: it should not have started
+                }
+                barrier.wait();
+                if seq == 0 {
+                    // As in `the_first_error_stops_new_items`: the cleanup holds this item
+                    // until the others are done and look for their next item.
+                    s.defer(|| {
+                        observed.store(true, SeqCst);
+                        while others_done.load(SeqCst) < threads - 1 {
+                            std::thread::yield_now();
+                        }
+                    });
+                    panic!("the first item panicked");
+                }
+                while !observed.load(SeqCst) {
+                    std::thread::yield_now();
+                }
+                others_done.fetch_add(1, SeqCst);
+            })
+        });
+        let payload = result.unwrap_err();
+        assert_eq!(
+            payload.downcast_ref::<&str>(),
+            Some(&"the first item panicked")
+        );
+        assert_eq!(
+            started.load(SeqCst),
+            threads,
+            "only the items already running"
+        );
+    });
 }
