@@ -967,3 +967,29 @@ pub fn scope<'env, R>(f: impl FnOnce(&mut Scope<'env>) -> R) -> R {
     scope.run_now();
     result
 }
+
+#[cfg(all(test, feature = "std"))]
+mod tests {
+    /// `panicking` steers `drop` to its fast path; the slow path would do the same, so only
+    /// this checks it.
+    #[test]
+    fn panicking_is_true_only_during_an_unwind() {
+        struct Check(std::sync::mpsc::Sender<bool>);
+        impl Drop for Check {
+            fn drop(&mut self) {
+                self.0.send(super::panicking()).unwrap();
+            }
+        }
+        assert!(!super::panicking());
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let result = std::panic::catch_unwind(move || {
+            let _check = Check(sender);
+            panic!("unwinding");
+        });
+        assert!(result.is_err());
+        assert!(
+            receiver.recv().unwrap(),
+            "inside a destructor run by the unwind"
+        );
+    }
+}

@@ -70,7 +70,7 @@ pub struct Stats {
 }
 
 impl Stats {
-    /// Adds what another scope did: counts are summed, `high_water` is the larger one.
+    /// Adds what another, ended, scope did: counts are summed, `high_water` is the larger one.
     #[cfg(feature = "rayon")]
     pub(crate) fn merge(&mut self, other: &Stats) {
         self.registered += other.registered;
@@ -78,7 +78,8 @@ impl Stats {
         self.dismissed += other.dismissed;
         self.taken += other.taken;
         self.refused += other.refused;
-        self.pending += other.pending;
+        // Nothing is pending in a worker's scope once its item has ended.
+        debug_assert_eq!(other.pending, 0);
         self.high_water = self.high_water.max(other.high_water);
         self.spilled |= other.spilled;
         self.heap_bytes += other.heap_bytes;

@@ -278,7 +278,8 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
         if !self.has_extras() {
             let extras = NonNull::from(Box::leak(Box::new(make())));
             self.extras.set(MaybeUninit::new(extras));
-            self.len.set(self.len.get() | EXTRAS);
+            // The flag is clear: adding it sets it.
+            self.len.set(self.len.get() + EXTRAS);
         }
         self.extras().expect("just set")
     }
@@ -304,8 +305,9 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
         // Moving the slots is fine here: `&mut` means none of them is lent out.
         mem::swap(self, other);
         let (mine, theirs) = (other.len.get() & EXTRAS, self.len.get() & EXTRAS);
-        self.len.set(self.len() | mine);
-        other.len.set(other.len() | theirs);
+        // `len()` has the flag clear: adding a flag (or zero) sets it as the owner's was.
+        self.len.set(self.len() + mine);
+        other.len.set(other.len() + theirs);
         self.extras.swap(&other.extras);
     }
 
@@ -452,3 +454,60 @@ impl<const N: usize, X> Arena<'_, N, X> {
 // shim tables, limits, counters) is `Send`, so moving it to another thread moves nothing that
 // must stay. References lent out by `hold` borrow the scope, so it cannot move while they live.
 unsafe impl<const N: usize> Send for crate::SendScope<'_, N> {}
+
+/// The fast paths' predicates: a wrong answer would only send a scope down a slower path that
+/// does the same, so the integration tests cannot see it. Their contracts are checked here.
+#[cfg(test)]
+mod tests {
+    use alloc::vec::Vec;
+
+    use super::Arena;
+    use crate::deferred::Plain;
+
+    type TestArena = Arena<'static, 2, ()>;
+
+    fn with(count: usize) -> TestArena {
+        let arena = TestArena::new();
+        for _ in 0..count {
+            arena.push(Plain(|| ()), |_| ());
+        }
+        arena
+    }
+
+    fn drained(mut arena: TestArena) {
+        arena.run_all();
+    }
+
+    #[test]
+    fn holds_only_inline_means_one_to_n_closures_and_no_extras() {
+        let answers: Vec<bool> = (0..=4)
+            .map(|count| {
+                let arena = with(count);
+                let answer = arena.holds_only_inline();
+                drained(arena);
+                answer
+            })
+            .collect();
+        assert_eq!(answers, [false, true, true, false, false]);
+        let arena = with(1);
+        arena.extras_or_insert_with(|| ());
+        assert!(!arena.holds_only_inline(), "extras need the slow path");
+        drained(arena);
+    }
+
+    #[test]
+    fn is_unused_means_nothing_to_run_or_free() {
+        let arena = with(0);
+        assert!(arena.is_unused());
+        drained(arena);
+        let arena = with(1);
+        assert!(!arena.is_unused(), "a closure");
+        drained(arena);
+        let mut arena = with(3);
+        arena.run_all();
+        assert!(!arena.is_unused(), "a segment kept for reuse");
+        let arena = with(0);
+        arena.extras_or_insert_with(|| ());
+        assert!(!arena.is_unused(), "extras");
+    }
+}
