@@ -30,15 +30,12 @@ impl<'env, const N: usize> Scope<'env, N> {
             self.arena.run_all();
             return Ok(());
         }
-        let drained = self.drain_in(outcome);
+        #[cfg_attr(not(feature = "std"), allow(unused_mut))]
+        let mut drained = self.drain_in(outcome);
         #[cfg(feature = "std")]
-        if let Some(payload) = drained.panic {
+        if let Some(payload) = drained.panic.take() {
             // The panic wins; the errors, which can then not be returned, go to the handler.
-            let unreported = Drained {
-                panic: None,
-                ..drained
-            };
-            if let Some(handler_panic) = self.report(unreported, false) {
+            if let Some(handler_panic) = self.report(drained, false) {
                 drop_payload(handler_panic);
             }
             std::panic::resume_unwind(payload);
@@ -92,15 +89,12 @@ impl<'env, const N: usize> Scope<'env, N> {
     /// errors to the handler (without one, a panic that says where the failed cleanup was
     /// registered), then the first panic, of a closure or else of the handler, resumes.
     #[track_caller]
-    pub(crate) fn deliver(&mut self, drained: Drained) {
+    pub(crate) fn deliver(
+        &mut self,
+        #[cfg_attr(not(feature = "std"), allow(unused_mut))] mut drained: Drained,
+    ) {
         #[cfg(feature = "std")]
-        let (closure_panic, drained) = (
-            drained.panic,
-            Drained {
-                panic: None,
-                ..drained
-            },
-        );
+        let closure_panic = drained.panic.take();
         #[cfg(feature = "std")]
         let may_panic = closure_panic.is_none();
         #[cfg(not(feature = "std"))]
@@ -123,17 +117,14 @@ impl<'env, const N: usize> Scope<'env, N> {
 
     /// Disposes of what a drain left while the thread is unwinding, where a panic would abort:
     /// every panic, of a closure or of the handler, is caught and dropped.
-    fn settle_while_unwinding(&mut self, drained: Drained) {
+    fn settle_while_unwinding(
+        &mut self,
+        #[cfg_attr(not(feature = "std"), allow(unused_mut))] mut drained: Drained,
+    ) {
         #[cfg(feature = "std")]
-        let drained = {
-            if let Some(payload) = drained.panic {
-                drop_payload(payload);
-            }
-            Drained {
-                panic: None,
-                ..drained
-            }
-        };
+        if let Some(payload) = drained.panic.take() {
+            drop_payload(payload);
+        }
         #[cfg(feature = "std")]
         if let Some(payload) = self.report(drained, false) {
             drop_payload(payload);
