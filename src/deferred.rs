@@ -21,6 +21,17 @@ pub(crate) enum Outcome {
     Failure,
 }
 
+impl Outcome {
+    /// The outcome of a body that returned `result`.
+    pub(crate) fn of<T, E>(result: &Result<T, E>) -> Self {
+        if result.is_ok() {
+            Outcome::Success
+        } else {
+            Outcome::Failure
+        }
+    }
+}
+
 /// What one drain of a scope tells its closures, and collects from them.
 #[derive(Debug)]
 pub(crate) struct DrainContext {

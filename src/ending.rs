@@ -262,12 +262,7 @@ pub fn try_scope<'env, T, E>(
 ) -> Result<T, ScopeError<E>> {
     let mut scope = Scope::new();
     let result = body_of(&mut scope, f);
-    let outcome = if result.is_ok() {
-        Outcome::Success
-    } else {
-        Outcome::Failure
-    };
-    let cleanup = scope.end_with(outcome);
+    let cleanup = scope.end_with(Outcome::of(&result));
     combine(result, cleanup)
 }
 

@@ -157,12 +157,7 @@ pub fn try_for_each_scoped_in<'env, const N: usize, I: IntoIterator, E>(
     let scope = aside.scope();
     for item in iter {
         let body = body_of(scope, |scope| f(scope, item));
-        let outcome = if body.is_ok() {
-            Outcome::Success
-        } else {
-            Outcome::Failure
-        };
-        let cleanup = scope.end_with(outcome);
+        let cleanup = scope.end_with(Outcome::of(&body));
         combine(body, cleanup)?;
     }
     Ok(())

@@ -397,12 +397,7 @@ where
             // Observed as soon as the body returns it: no item starts while this one's
             // cleanups run.
             let first_body_error = body.is_err() && shared.stop_first();
-            let outcome = if body.is_ok() {
-                Outcome::Success
-            } else {
-                Outcome::Failure
-            };
-            let cleanup = scope.end_with(outcome);
+            let cleanup = scope.end_with(Outcome::of(&body));
             match combine(body, cleanup) {
                 Ok(()) => Ok(()),
                 Err(error) => {

@@ -14,7 +14,7 @@ use std::sync::{Barrier, Mutex};
 use common::{catch_expected, panic_message, quiet_panics};
 use rayon::prelude::*;
 use scoped_defer::{
-    ConcurrentFailures, ParallelIteratorExt, ScopeError, Stats, par_for_each_scoped,
+    ConcurrentFailures, ParallelIteratorExt, Scope, ScopeError, Stats, par_for_each_scoped,
     par_for_each_scoped_in, par_try_for_each_scoped, par_try_for_each_scoped_in,
 };
 
@@ -69,42 +69,80 @@ fn every_item_closes_its_files_before_the_next() {
     });
 }
 
+/// The first item of every worker, started together; the first of all (seq 0) fails, and a
+/// cleanup of it holds it until the other workers are done and look for their next item, so
+/// that rayon's own short-circuit cannot stand in for the crate's stop flag.
+struct FirstItems {
+    threads: usize,
+    started: AtomicUsize,
+    barrier: Barrier,
+    observed: AtomicBool,
+    others_done: AtomicUsize,
+}
+
+impl FirstItems {
+    fn new(threads: usize) -> Self {
+        FirstItems {
+            threads,
+            started: AtomicUsize::new(0),
+            barrier: Barrier::new(threads),
+            observed: AtomicBool::new(false),
+            others_done: AtomicUsize::new(0),
+        }
+    }
+
+    /// Starts an item: `Some(true)` for the one that must fail, after registering the cleanup
+    /// that holds it; `Some(false)` for the others, once the failure is observed; `None` for
+    /// an item that should never have started (it is counted).
+    fn start<'a>(&'a self, s: &Scope<'a>) -> Option<bool> {
+        let seq = self.started.fetch_add(1, SeqCst);
+        if seq >= self.threads {
+            return None;
+        }
+        self.barrier.wait();
+        if seq == 0 {
+            // Runs once the failure is observed: releases the others, then waits for them.
+            s.defer(|| {
+                self.observed.store(true, SeqCst);
+                while self.others_done.load(SeqCst) < self.threads - 1 {
+                    std::thread::yield_now();
+                }
+            });
+            return Some(true);
+        }
+        while !self.observed.load(SeqCst) {
+            std::thread::yield_now();
+        }
+        Some(false)
+    }
+
+    /// Ends an item that did not fail.
+    fn done(&self) {
+        self.others_done.fetch_add(1, SeqCst);
+    }
+
+    fn started(&self) -> usize {
+        self.started.load(SeqCst)
+    }
+}
+
 #[test]
 fn the_first_error_stops_new_items() {
     on_both_pools(|threads| {
-        let started = AtomicUsize::new(0);
-        let observed = AtomicBool::new(false);
-        let others_done = AtomicUsize::new(0);
+        let first = FirstItems::new(threads);
         let closed = AtomicUsize::new(0);
-        let barrier = Barrier::new(threads);
         let result = par_try_for_each_scoped(0..10_000, |s, _| {
-            let seq = started.fetch_add(1, SeqCst);
-            assert!(
-                seq < threads,
-                "item {seq} started after the error was observed"
-            );
             s.defer(|| {
                 closed.fetch_add(1, SeqCst);
             });
-            // The first item of every worker runs at the same time as the others.
-            barrier.wait();
-            if seq == 0 {
-                // Its cleanups run once the error is observed: they release the others, and
-                // keep this item (and so rayon's own short-circuit) from ending until the
-                // other workers are done and look for their next item.
-                s.defer(|| {
-                    observed.store(true, SeqCst);
-                    while others_done.load(SeqCst) < threads - 1 {
-                        std::thread::yield_now();
-                    }
-                });
-                return Err("the first item failed");
+            match first.start(s) {
+                Some(true) => Err("the first item failed"),
+                Some(false) => {
+                    first.done();
+                    Ok(())
+                }
+                None => Err("an item started after the error was observed"),
             }
-            while !observed.load(SeqCst) {
-                std::thread::yield_now();
-            }
-            others_done.fetch_add(1, SeqCst);
-            Ok(())
         });
         let error = result.unwrap_err();
         assert_eq!(error.body_error(), Some(&"the first item failed"));
@@ -112,11 +150,7 @@ fn the_first_error_stops_new_items() {
             error.cleanup_errors().is_none(),
             "nothing failed alongside it"
         );
-        assert_eq!(
-            started.load(SeqCst),
-            threads,
-            "only the items already running"
-        );
+        assert_eq!(first.started(), threads, "only the items already running");
         assert_eq!(
             closed.load(SeqCst),
             threads,
@@ -330,32 +364,13 @@ fn stats_are_added_up_when_the_loop_panics_too() {
 fn a_panic_stops_new_items() {
     quiet_panics();
     on_both_pools(|threads| {
-        let started = AtomicUsize::new(0);
-        let observed = AtomicBool::new(false);
-        let others_done = AtomicUsize::new(0);
-        let barrier = Barrier::new(threads);
+        let first = FirstItems::new(threads);
         let result = catch_expected(|| {
             par_for_each_scoped(0..10_000, |s, _| {
-                let seq = started.fetch_add(1, SeqCst);
-                if seq >= threads {
-                    return; // counted: it should not have started
-                }
-                barrier.wait();
-                if seq == 0 {
-                    // As in `the_first_error_stops_new_items`: the cleanup holds this item
-                    // until the others are done and look for their next item.
-                    s.defer(|| {
-                        observed.store(true, SeqCst);
-                        while others_done.load(SeqCst) < threads - 1 {
-                            std::thread::yield_now();
-                        }
-                    });
+                if first.start(s) == Some(true) {
                     panic!("the first item panicked");
                 }
-                while !observed.load(SeqCst) {
-                    std::thread::yield_now();
-                }
-                others_done.fetch_add(1, SeqCst);
+                first.done();
             })
         });
         let payload = result.unwrap_err();
@@ -363,10 +378,6 @@ fn a_panic_stops_new_items() {
             payload.downcast_ref::<&str>(),
             Some(&"the first item panicked")
         );
-        assert_eq!(
-            started.load(SeqCst),
-            threads,
-            "only the items already running"
-        );
+        assert_eq!(first.started(), threads, "only the items already running");
     });
 }
