@@ -529,23 +529,20 @@ fn a_panicking_handler_during_an_unwind_does_not_abort() {
 /// Runs `f` in a destructor while an unrelated panic unwinds, and returns what the
 /// `catch_unwind` around `f` saw.
 fn caught_in_destructor(f: fn()) -> Option<String> {
-    struct InDestructor(fn(), *mut Option<String>);
-    impl Drop for InDestructor {
+    struct InDestructor<'a>(fn(), &'a RefCell<Option<String>>);
+    impl Drop for InDestructor<'_> {
         fn drop(&mut self) {
-            let seen = panic_message(self.0);
-            // SAFETY: points to the caller's local, alive until after this drop.
-            unsafe { *self.1 = seen };
+            *self.1.borrow_mut() = panic_message(self.0);
         }
     }
     quiet_panics();
-    let mut seen = None;
-    let out: *mut Option<String> = &mut seen;
+    let seen = RefCell::new(None);
     let result = catch_expected(|| {
-        let _guard = InDestructor(f, out);
+        let _guard = InDestructor(f, &seen);
         panic!("an unrelated panic");
     });
     assert!(result.is_err());
-    seen
+    seen.into_inner()
 }
 
 #[test]
