@@ -5,9 +5,15 @@
 //! not depending on how the scope ended; both need a [`DrainContext`], which a scope provides
 //! only once it holds such a closure, so that scopes without them never pay for it.
 
+#[cfg(feature = "std")]
+use alloc::boxed::Box;
 use alloc::vec::Vec;
+#[cfg(feature = "std")]
+use core::future::Future;
 use core::marker::PhantomData;
 use core::panic::Location;
+#[cfg(feature = "std")]
+use core::pin::Pin;
 
 use crate::bounds::CleanupOutput;
 use crate::error::BoxError;
@@ -58,7 +64,7 @@ impl DrainContext {
     /// The outcome as it stands now: the body's, turned into a failure by any closure that
     /// panicked or failed before this point. Go, Python's `ExitStack` and the block guards
     /// agree on this rule.
-    fn failed(&self) -> bool {
+    pub(crate) fn failed(&self) -> bool {
         self.outcome == Outcome::Failure || self.panics > 0 || !self.errors.is_empty()
     }
 }
@@ -93,12 +99,34 @@ impl<T, C: FnOnce(T) -> O, O> Call for Held<T, C> {
     }
 }
 
+#[cfg(feature = "std")]
+/// An async cleanup's future, boxed once, with its output made uniform.
+pub(crate) type CleanupFuture<'a> = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send + 'a>>;
+
+#[cfg(feature = "std")]
+/// An async cleanup that a drain has reached, to be awaited: its future, and where it was
+/// registered, so that an error or a cancellation can point at the user's code.
+pub(crate) struct Started<'a> {
+    pub(crate) future: CleanupFuture<'a>,
+    pub(crate) site: &'static Location<'static>,
+}
+
 /// A closure as stored in a scope.
 pub(crate) trait Deferred {
     /// Runs the closure where no context exists: only plain closures are ever run this way.
     fn run(self);
     /// Runs (or drops) the closure with what the drain knows.
     fn run_in(self, context: &mut DrainContext);
+    #[cfg(feature = "std")]
+    /// Consumes the closure in an async drain: a sync closure runs (as `run_in`); an async
+    /// cleanup hands back the future to await, or `None` if it is skipped.
+    fn start<'a>(self, context: &mut DrainContext) -> Option<Started<'a>>
+    where
+        Self: Sized + 'a,
+    {
+        self.run_in(context);
+        None
+    }
 }
 
 /// Always runs.

@@ -197,7 +197,7 @@ fn hand_over(handler: &mut dyn FnMut(BoxError), errors: Vec<BoxError>) -> Option
 #[cold]
 #[inline(never)]
 #[track_caller]
-fn unreported(errors: &CleanupErrors, site: &Location<'_>) -> ! {
+pub(crate) fn unreported(errors: &CleanupErrors, site: &Location<'_>) -> ! {
     panic!(
         "{errors} (registered at {site}), and nothing could return the error: give the scope a \
          handler with set_error_handler, or end it with finish() or try_scope"

@@ -117,6 +117,8 @@ extern crate alloc;
 extern crate std;
 
 mod arena;
+#[cfg(feature = "std")]
+mod async_scope;
 mod bounds;
 #[cfg(doctest)]
 mod compile_fail;
@@ -131,6 +133,8 @@ mod scope;
 mod send_scope;
 mod stats;
 
+#[cfg(feature = "std")]
+pub use async_scope::{AsyncScope, async_scope, try_async_scope};
 pub use bounds::{CleanupError, CleanupOutput};
 pub use ending::try_scope;
 pub use error::{BoxError, CleanupErrors, LimitExceeded, ScopeError};

@@ -28,6 +28,8 @@ use core::marker::PhantomData;
 use core::mem::{self, MaybeUninit};
 use core::ptr::NonNull;
 
+#[cfg(feature = "std")]
+use crate::deferred::Started;
 use crate::deferred::{Deferred, DrainContext};
 #[cfg(feature = "std")]
 pub(crate) use drain::{Payload, drop_payload};
@@ -74,6 +76,17 @@ pub(crate) struct Arena<'env, const N: usize, X> {
 
 /// A marker invariant in `'env`.
 type Invariant<'env> = Cell<&'env ()>;
+
+#[cfg(feature = "std")]
+/// What [`Arena::start_last`] did.
+pub(crate) enum Step<'env> {
+    /// Nothing was pending.
+    Done,
+    /// A sync closure ran (or an async one was skipped).
+    Ran,
+    /// An async cleanup was reached: its future is to be awaited.
+    Await(Started<'env>),
+}
 
 impl<'env, const N: usize, X> Arena<'env, N, X> {
     #[inline(always)]
@@ -351,6 +364,45 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
         }
     }
 
+    #[cfg(feature = "std")]
+    /// Consumes the last pending closure for an async drain: runs it if it is sync, returns
+    /// the future of an async cleanup. One at a time, so that the caller can await between
+    /// two. A panic propagates, with the closure consumed and the arena consistent.
+    pub(crate) fn start_last(&mut self, context: &mut DrainContext) -> Step<'env> {
+        let count = self.len();
+        let Some(index) = count.checked_sub(1) else {
+            return Step::Done;
+        };
+        let slot = if index < N {
+            // SAFETY: `index < N`: within the inline array.
+            unsafe { self.inline_slots().add(index) }
+        } else {
+            // By the invariant, `current` holds the last index.
+            let slot = self.heap_base().wrapping_add(index);
+            // SAFETY: the arena's segments are live until it is dropped.
+            let header = unsafe { Segment::header(self.current().expect("index >= N")) };
+            // Keep the invariant for the shorter length: if `index` was `current`'s first
+            // slot, the new last one is in the segment before (or inline, when `current` is
+            // the first segment, which then stays current).
+            if index == header.start {
+                if let Some(prev) = header.prev {
+                    self.enter(prev);
+                }
+            }
+            slot
+        };
+        // The slot leaves the arena before it is consumed, so it is consumed exactly once even
+        // if it panics. The `EXTRAS` flag, if any, is unchanged by the decrement.
+        self.len.set(self.len.get() - 1);
+        // SAFETY: the slot was the last initialised one, which the arena no longer counts;
+        // `&mut self` means no reference lent out by a `hold` is alive. The future's lifetime
+        // is put back as `'env`, which every closure stored here outlives.
+        match unsafe { Slot::start_in_place(slot, context) } {
+            Some(started) => Step::Await(started),
+            None => Step::Ran,
+        }
+    }
+
     /// Consumes every pending closure, last first; the first panic resumes once all are.
     #[inline(always)]
     fn consume_all(&mut self, mode: Mode) {
@@ -454,6 +506,20 @@ impl<const N: usize, X> Arena<'_, N, X> {
 // shim tables, limits, counters) is `Send`, so moving it to another thread moves nothing that
 // must stay. References lent out by `hold` borrow the scope, so it cannot move while they live.
 unsafe impl<const N: usize> Send for crate::SendScope<'_, N> {}
+
+// SAFETY: an `AsyncScope` holds only `Send` closures, futures and held values (every method
+// that stores something requires `Send`), so moving it to another thread moves nothing that
+// must stay, as for `SendScope`.
+#[cfg(feature = "std")]
+unsafe impl Send for crate::AsyncScope {}
+
+// SAFETY: through `&AsyncScope` only registration is possible, and every registration holds
+// the scope's busy flag (an atomic swap, which panics if another thread holds it) for as long
+// as it touches the arena, so the arena's cells are never accessed by two threads at once.
+// What registration lends out (`hold_async`) is a `Send` value in a slot that never moves and
+// that later registrations do not touch.
+#[cfg(feature = "std")]
+unsafe impl Sync for crate::AsyncScope {}
 
 /// The fast paths' predicates: a wrong answer would only send a scope down a slower path that
 /// does the same, so the integration tests cannot see it. Their contracts are checked here.

@@ -16,6 +16,8 @@ use core::marker::PhantomData;
 use core::mem::{self, MaybeUninit};
 use core::ptr::NonNull;
 
+#[cfg(feature = "std")]
+use crate::deferred::Started;
 use crate::deferred::{Deferred, DrainContext};
 
 /// Payload words stored inline; larger closures are boxed.
@@ -54,6 +56,22 @@ struct Shims {
     run: unsafe fn(*mut Payload),
     discard: unsafe fn(*mut Payload),
     run_in: unsafe fn(*mut Payload, &mut DrainContext),
+    #[cfg(feature = "std")]
+    /// Consumes the closure in an async drain. The lifetime of a returned future is erased;
+    /// the arena, which knows its closures' lifetime, puts it back.
+    start: unsafe fn(*mut Payload, &mut DrainContext) -> Option<Started<'static>>,
+}
+
+#[cfg(feature = "std")]
+/// Erases the lifetime of a started future, for the shims' common signature.
+///
+/// # Safety
+/// The future must not be used beyond its real lifetime: the arena gives it back narrowed to
+/// the `'env` that every closure it holds outlives.
+unsafe fn erase(started: Started<'_>) -> Started<'static> {
+    // SAFETY: the two types differ only in a lifetime, so they have one layout; the caller
+    // restores a lifetime the future really has.
+    unsafe { mem::transmute::<Started<'_>, Started<'static>>(started) }
 }
 
 /// The shims of an inline closure of type `D`.
@@ -64,6 +82,8 @@ impl<D: Deferred> Inline<D> {
         run: Self::run,
         discard: Self::discard,
         run_in: Self::run_in,
+        #[cfg(feature = "std")]
+        start: Self::start,
     };
 
     /// # Safety
@@ -86,6 +106,14 @@ impl<D: Deferred> Inline<D> {
         // SAFETY: as in `run`.
         unsafe { payload.cast::<D>().read() }.run_in(context);
     }
+
+    #[cfg(feature = "std")]
+    /// # Safety
+    /// As for [`Inline::run`]; the result as for [`erase`].
+    unsafe fn start(payload: *mut Payload, context: &mut DrainContext) -> Option<Started<'static>> {
+        // SAFETY: as in `run`, and the caller takes on `erase`'s contract.
+        unsafe { payload.cast::<D>().read().start(context).map(|s| erase(s)) }
+    }
 }
 
 /// The shims of a boxed closure of type `D`: the payload holds a pointer from
@@ -98,6 +126,8 @@ impl<D: Deferred> Boxed<D> {
         run: Self::run,
         discard: Self::discard,
         run_in: Self::run_in,
+        #[cfg(feature = "std")]
+        start: Self::start,
     };
 
     /// # Safety
@@ -128,6 +158,14 @@ impl<D: Deferred> Boxed<D> {
     unsafe fn run_in(payload: *mut Payload, context: &mut DrainContext) {
         // SAFETY: as for `take`.
         unsafe { Self::take(payload) }.run_in(context);
+    }
+
+    #[cfg(feature = "std")]
+    /// # Safety
+    /// As for [`Boxed::take`]; the result as for [`erase`].
+    unsafe fn start(payload: *mut Payload, context: &mut DrainContext) -> Option<Started<'static>> {
+        // SAFETY: as for `take`, and the caller takes on `erase`'s contract.
+        unsafe { Self::take(payload).start(context).map(|s| erase(s)) }
     }
 }
 
@@ -212,5 +250,19 @@ impl Slot {
                 Mode::RunIn(mut context) => (shims.run_in)(payload, context.as_mut()),
             }
         }
+    }
+
+    #[cfg(feature = "std")]
+    /// Consumes the closure in place for an async drain (see [`Deferred::start`]). A panic
+    /// propagates as in [`Slot::consume_in_place`].
+    ///
+    /// # Safety
+    /// As for [`Slot::consume_in_place`]; the result as for [`erase`].
+    pub(crate) unsafe fn start_in_place(
+        slot: *mut Self,
+        context: &mut DrainContext,
+    ) -> Option<Started<'static>> {
+        // SAFETY: as in `consume_in_place`; the caller takes on `erase`'s contract.
+        unsafe { ((*slot).shims.start)(&raw mut (*slot).payload, context) }
     }
 }

@@ -1,0 +1,797 @@
+//! [`AsyncScope`]: cleanups that are awaited, last registered first, on every exit.
+
+use alloc::boxed::Box;
+use alloc::string::ToString;
+use alloc::vec::Vec;
+use core::future::{Future, poll_fn};
+use core::marker::PhantomData;
+use core::panic::Location;
+use core::pin::{Pin, pin};
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicBool, Ordering};
+use core::task::Poll;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+
+use crate::arena::{Arena, Payload, Step, drop_payload};
+use crate::bounds::{CleanupError, CleanupOutput};
+use crate::deferred::{Call, CleanupFuture, Deferred, DrainContext, Held, Outcome, Plain, Started};
+use crate::ending::{combine, unreported};
+use crate::error::{BoxError, CleanupErrors, ScopeError};
+
+/// Sync closures stored inline before the scope allocates.
+const INLINE: usize = 8;
+
+/// A LIFO stack of cleanups, sync and async, that are run or awaited one at a time, last
+/// registered first, when the scope ends: Python's `AsyncExitStack`, Go's `defer` for async
+/// code.
+///
+/// The usual way in is [`async_scope`] or [`try_async_scope`], which await the cleanups
+/// whether the body returns or panics; a scope made with [`AsyncScope::new`] ends with
+/// [`finish`](AsyncScope::finish).
+///
+/// Cleanups are `'static`: they own what they clean up (a connection, an `Arc`), as a
+/// spawned task does. That is what lets the future of [`async_scope`] be `Send`, so that it
+/// can be `tokio::spawn`ed (rustc cannot prove it for a scope type with a lifetime
+/// parameter), and what lets a cancelled scope hand its cleanups to the runtime rather than
+/// drop them.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::io::Result<()> {
+/// # if cfg!(miri) { return Ok(()); } // Miri runs without sockets
+/// use scoped_defer::try_async_scope;
+/// use tokio::io::AsyncWriteExt;
+/// use tokio::net::{TcpListener, TcpStream};
+///
+/// let listener = TcpListener::bind("127.0.0.1:0").await?;
+/// let address = listener.local_addr()?;
+/// let written = try_async_scope(async |s| {
+///     // Go: conn, _ := net.Dial(...); defer conn.Close()
+///     let conn = s.hold_async_fallible(TcpStream::connect(address).await?, |mut conn| async move {
+///         conn.shutdown().await
+///     });
+///     conn.write_all(b"hello").await?;
+///     Ok::<_, std::io::Error>(5)
+/// })
+/// .await?;
+/// assert_eq!(written, 5);
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Costs
+///
+/// Registering a sync closure allocates nothing, as in a [`Scope`](crate::Scope). Each async
+/// cleanup's future is boxed once; a held value with its cleanup is stored inline if it fits
+/// three words (and boxed once otherwise), and its future is boxed when the scope ends.
+/// Registration takes an atomic flag, which makes the scope `Sync`: the body of
+/// [`async_scope`] holds `&AsyncScope` across `.await`, and its future must be `Send` for
+/// `tokio::spawn`.
+///
+/// # Cancellation
+///
+/// A future that is dropped before it completes (by `select!`, a timeout, an aborted task)
+/// cannot await anything. When a scope is dropped with cleanups still pending:
+///
+/// | pending cleanup | with the `tokio` feature, inside a tokio runtime | otherwise |
+/// |---|---|---|
+/// | sync closure ([`defer`](AsyncScope::defer)) | runs at once, in order | runs at once, in order |
+/// | async cleanup, including the one being awaited | spawned with the others as one task that awaits them last first; its errors and panics are printed on standard error | dropped without being awaited, and reported on standard error with the line that registered it |
+///
+/// A cancelled scope counts as failed: [`defer_async_on_error`](AsyncScope::defer_async_on_error)
+/// cleanups are among those run or spawned.
+///
+/// # Panics and errors
+///
+/// A cleanup that panics does not stop the others; the first panic resumes once all have
+/// ended. Errors follow [`try_scope`](crate::try_scope)'s rules: the body's error is primary,
+/// the cleanups' are attached to it.
+///
+/// A cleanup that is not `Send` is refused:
+///
+/// ```compile_fail
+/// let scope = scoped_defer::AsyncScope::new();
+/// let not_send = std::rc::Rc::new(());
+/// scope.defer_async(async move { drop(not_send) });
+/// ```
+pub struct AsyncScope {
+    /// Sync closures and async cleanups alike, in registration order. Invariant: holds only
+    /// `Send` closures and values.
+    arena: Arena<'static, INLINE, ()>,
+    /// Set while a registration uses the arena: see the `Sync` impl.
+    busy: AtomicBool,
+    /// The cleanup being awaited, kept here so that a cancelled drain still sees it.
+    in_flight: Option<Started<'static>>,
+}
+
+static_assertions::assert_impl_all!(AsyncScope: Send, Sync);
+
+impl Default for AsyncScope {
+    fn default() -> Self {
+        AsyncScope {
+            arena: Arena::new(),
+            busy: AtomicBool::new(false),
+            in_flight: None,
+        }
+    }
+}
+
+impl AsyncScope {
+    /// Creates an empty scope, to end with [`finish`](AsyncScope::finish). Allocates nothing.
+    /// Dropped without `finish`, it is cancelled (see [Cancellation](#cancellation)).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use std::sync::{Arc, Mutex};
+    ///
+    /// let log = Arc::new(Mutex::new(Vec::new()));
+    /// let scope = scoped_defer::AsyncScope::new();
+    /// let for_async = Arc::clone(&log);
+    /// scope.defer_async(async move { for_async.lock().unwrap().push("awaited") });
+    /// let for_sync = Arc::clone(&log);
+    /// scope.defer(move || for_sync.lock().unwrap().push("ran"));
+    /// scope.finish().await.unwrap();
+    /// assert_eq!(*log.lock().unwrap(), ["ran", "awaited"]);
+    /// # }
+    /// ```
+    ///
+    /// A cleanup that borrows is refused:
+    ///
+    /// ```compile_fail,E0373
+    /// # async fn f() {
+    /// let local = String::from("local");
+    /// let scope = scoped_defer::AsyncScope::new();
+    /// scope.defer(|| println!("{local}"));
+    /// # }
+    /// ```
+    #[must_use = "a scope that is dropped at once runs nothing; bind it to a variable"]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers a sync closure, run in its turn. Allocates nothing for the first 8.
+    ///
+    /// # Panics
+    ///
+    /// If another thread registers on the same scope at the same moment.
+    #[track_caller]
+    pub fn defer<F, R>(&self, f: F)
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: CleanupOutput,
+    {
+        self.push(Plain(f));
+    }
+
+    /// Registers a future, awaited in its turn. Boxed once.
+    ///
+    /// # Panics
+    ///
+    /// As [`defer`](AsyncScope::defer).
+    #[track_caller]
+    pub fn defer_async<F>(&self, cleanup: F)
+    where
+        F: Future<Output: CleanupOutput> + Send + 'static,
+    {
+        self.push_future(cleanup, When::Always);
+    }
+
+    /// Registers a future that can fail, awaited in its turn; its error is returned by
+    /// [`finish`](AsyncScope::finish) or [`try_async_scope`], attached to the body's error if
+    /// there is one. Boxed once.
+    ///
+    /// # Panics
+    ///
+    /// As [`defer`](AsyncScope::defer).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use scoped_defer::{ScopeError, try_async_scope};
+    ///
+    /// let result = try_async_scope(async |s| {
+    ///     s.defer_async_fallible(async { Err::<(), _>("flush failed") });
+    ///     Err::<(), _>("write failed")
+    /// })
+    /// .await;
+    /// let Err(ScopeError::Body { error, suppressed: Some(suppressed) }) = result else {
+    ///     panic!("expected both errors");
+    /// };
+    /// assert_eq!((error, suppressed.first().to_string()), ("write failed", "flush failed".into()));
+    /// # }
+    /// ```
+    #[track_caller]
+    pub fn defer_async_fallible<F, E>(&self, cleanup: F)
+    where
+        F: Future<Output = Result<(), E>> + Send + 'static,
+        E: CleanupError + 'static,
+    {
+        self.push_future(cleanup, When::Always);
+    }
+
+    /// Registers a future awaited only if the scope fails: the body returned `Err` or
+    /// panicked, an earlier cleanup failed, or the scope was cancelled. Zig's `errdefer`, for
+    /// async rollbacks. Boxed once.
+    ///
+    /// # Panics
+    ///
+    /// As [`defer`](AsyncScope::defer).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    ///
+    /// static ROLLED_BACK: AtomicBool = AtomicBool::new(false);
+    /// let result = scoped_defer::try_async_scope(async |s| {
+    ///     s.defer_async_on_error(async { ROLLED_BACK.store(true, Ordering::Relaxed) });
+    ///     Err::<(), _>("step two failed")
+    /// })
+    /// .await;
+    /// assert!(result.is_err() && ROLLED_BACK.load(Ordering::Relaxed));
+    /// # }
+    /// ```
+    #[track_caller]
+    pub fn defer_async_on_error<F>(&self, cleanup: F)
+    where
+        F: Future<Output: CleanupOutput> + Send + 'static,
+    {
+        self.push_future(cleanup, When::OnFailure);
+    }
+
+    /// Moves `value` into the scope and lends it back; when the scope ends, `cleanup` gets it
+    /// back by value and its future is awaited in turn. Go's `conn := dial(); defer
+    /// conn.Close()`, where `conn` stays usable. Nothing is allocated until the scope ends if
+    /// `value` and `cleanup` fit three words; the future is boxed then.
+    ///
+    /// # Panics
+    ///
+    /// As [`defer`](AsyncScope::defer).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use tokio::sync::mpsc;
+    ///
+    /// let (sender, mut receiver) = mpsc::channel(1);
+    /// scoped_defer::async_scope(async |s| {
+    ///     let sender = s.hold_async(sender, |sender| async move {
+    ///         sender.send("closing").await.unwrap();
+    ///     });
+    ///     sender.send("working").await.unwrap();
+    ///     assert_eq!(receiver.recv().await, Some("working"));
+    /// })
+    /// .await;
+    /// assert_eq!(receiver.recv().await, Some("closing"));
+    /// # }
+    /// ```
+    ///
+    /// The borrow ends before the scope does:
+    ///
+    /// ```compile_fail,E0505
+    /// # async fn f() {
+    /// let scope = scoped_defer::AsyncScope::new();
+    /// let held = scope.hold_async(String::from("held"), |_| async {});
+    /// let _ = scope.finish().await;
+    /// held.push('!');
+    /// # }
+    /// ```
+    #[allow(clippy::mut_from_ref)] // each call lends a different slot, which never moves
+    #[track_caller]
+    pub fn hold_async<T, C, F>(&self, value: T, cleanup: C) -> &mut T
+    where
+        T: Send + 'static,
+        C: FnOnce(T) -> F + Send + 'static,
+        F: Future<Output: CleanupOutput> + Send + 'static,
+    {
+        self.hold_with(value, cleanup)
+    }
+
+    /// Like [`hold_async`](AsyncScope::hold_async), for a cleanup that can fail: its error is
+    /// kept like that of [`defer_async_fallible`](AsyncScope::defer_async_fallible).
+    ///
+    /// # Panics
+    ///
+    /// As [`defer`](AsyncScope::defer).
+    #[allow(clippy::mut_from_ref)] // as in `hold_async`
+    #[track_caller]
+    pub fn hold_async_fallible<T, C, F, E>(&self, value: T, cleanup: C) -> &mut T
+    where
+        T: Send + 'static,
+        C: FnOnce(T) -> F + Send + 'static,
+        F: Future<Output = Result<(), E>> + Send + 'static,
+        E: CleanupError + 'static,
+    {
+        self.hold_with(value, cleanup)
+    }
+
+    /// Awaits every cleanup, last registered first, as for a body that succeeded, and returns
+    /// the errors of those that failed. If the returned future is dropped first, the rest are
+    /// handled as for a cancelled scope.
+    ///
+    /// # Errors
+    ///
+    /// The errors of the fallible cleanups, in the order they happened.
+    ///
+    /// # Panics
+    ///
+    /// With the first panic of a cleanup, once every other cleanup has ended (their errors are
+    /// then printed on standard error).
+    pub async fn finish(mut self) -> Result<(), CleanupErrors> {
+        let drained = self.drain(Outcome::Success).await;
+        drained.into_result()
+    }
+
+    #[track_caller]
+    fn push<D: Deferred + 'static>(&self, deferred: D) -> NonNull<D> {
+        if self.busy.swap(true, Ordering::Acquire) {
+            concurrent_registration();
+        }
+        let release = scopeguard::guard(&self.busy, |busy| busy.store(false, Ordering::Release));
+        let stored = self.arena.push(deferred, |_| {});
+        drop(release);
+        stored
+    }
+
+    #[track_caller]
+    fn push_future<F>(&self, cleanup: F, when: When)
+    where
+        F: Future<Output: AsyncOutput> + Send + 'static,
+    {
+        self.push(Pending {
+            future: Box::pin(async move { cleanup.await.into_result() }),
+            site: Location::caller(),
+            when,
+        });
+    }
+
+    #[allow(clippy::mut_from_ref)] // as in `hold_async`
+    #[track_caller]
+    fn hold_with<T, C, F>(&self, value: T, cleanup: C) -> &mut T
+    where
+        T: Send + 'static,
+        C: FnOnce(T) -> F + Send + 'static,
+        F: Future<Output: AsyncOutput> + Send + 'static,
+    {
+        let held = self.push(HeldAsync {
+            held: Held { value, cleanup },
+            site: Location::caller(),
+            future: PhantomData,
+        });
+        // SAFETY: `push` stored the `HeldAsync` at `held`, where it stays, untouched by the
+        // scope, until a drain consumes it; every drain takes `&mut self`, which cannot happen
+        // while the returned borrow of `self` lives. No other reference to this value exists.
+        unsafe { &mut (*held.as_ptr()).held.value }
+    }
+
+    /// Runs and awaits every pending cleanup, last first, catching every panic.
+    async fn drain(&mut self, outcome: Outcome) -> Drained {
+        let mut context = DrainContext::new(outcome);
+        let mut panic = None;
+        loop {
+            let step = catch_unwind(AssertUnwindSafe(|| self.arena.start_last(&mut context)));
+            let panicked = match step {
+                Ok(Step::Done) => break,
+                Ok(Step::Ran) => None,
+                Ok(Step::Await(started)) => {
+                    let site = started.site;
+                    let in_flight = self.in_flight.insert(started);
+                    let result = await_caught(in_flight.future.as_mut()).await;
+                    // A panicking drop of the finished future counts as its panic.
+                    // A panicking drop of the finished future counts as a panic too.
+                    let mut panicked =
+                        catch_unwind(AssertUnwindSafe(|| self.in_flight = None)).err();
+                    match result {
+                        Ok(Ok(())) => {}
+                        Ok(Err(error)) => {
+                            context.first_error_site.get_or_insert(site);
+                            context.errors.push(error);
+                        }
+                        Err(payload) => {
+                            if let Some(later) = panicked.replace(payload) {
+                                drop_payload(later);
+                            }
+                        }
+                    }
+                    panicked
+                }
+                Err(payload) => Some(payload),
+            };
+            if let Some(payload) = panicked {
+                context.panics += 1;
+                keep_first(&mut panic, payload);
+            }
+        }
+        Drained { context, panic }
+    }
+
+    /// The cancellation path: runs the pending sync closures and hands over (or reports) the
+    /// futures, last first, beginning with the one that was being awaited.
+    fn cancel(&mut self) {
+        let mut context = DrainContext::new(Outcome::Failure);
+        let mut futures: Vec<Started<'static>> = self.in_flight.take().into_iter().collect();
+        let mut panic = None;
+        loop {
+            match catch_unwind(AssertUnwindSafe(|| self.arena.start_last(&mut context))) {
+                Ok(Step::Done) => break,
+                Ok(Step::Ran) => {}
+                Ok(Step::Await(started)) => futures.push(started),
+                Err(payload) => {
+                    context.panics += 1;
+                    keep_first(&mut panic, payload);
+                }
+            }
+        }
+        if !futures.is_empty() {
+            self.detach(futures);
+        }
+        if let Some(payload) = panic {
+            if std::thread::panicking() {
+                drop_payload(payload);
+            } else {
+                resume_unwind(payload);
+            }
+        }
+    }
+
+    #[cfg(feature = "tokio")]
+    fn detach(&self, futures: Vec<Started<'static>>) {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            spawn_detached(futures);
+        } else {
+            abandon(futures);
+        }
+    }
+
+    #[cfg(not(feature = "tokio"))]
+    fn detach(&self, futures: Vec<Started<'static>>) {
+        abandon(futures);
+    }
+}
+
+impl Drop for AsyncScope {
+    fn drop(&mut self) {
+        if self.arena.len() != 0 || self.in_flight.is_some() {
+            self.cancel();
+        }
+    }
+}
+
+impl core::fmt::Debug for AsyncScope {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("AsyncScope").finish_non_exhaustive()
+    }
+}
+
+/// Runs `body` with a fresh [`AsyncScope`], then awaits its cleanups, last registered first,
+/// whether the body returned or panicked; a panic of the body resumes afterwards.
+///
+/// The future of `async_scope` is `Send` whenever the body's is, so it can be
+/// `tokio::spawn`ed. If it is dropped before it completes, the scope is cancelled: see
+/// [`AsyncScope`]'s [Cancellation](AsyncScope#cancellation). The body itself may borrow
+/// anything; the cleanups are `'static`.
+///
+/// # Panics
+///
+/// With the body's panic, or else the first panic of a cleanup, once every cleanup has ended;
+/// if a fallible cleanup failed, since nothing can return its error: use
+/// [`try_async_scope`] for those.
+///
+/// ```
+/// # #[tokio::main]
+/// # async fn main() {
+/// use std::sync::{Arc, Mutex};
+///
+/// let log = Arc::new(Mutex::new(Vec::new()));
+/// let task_log = Arc::clone(&log);
+/// tokio::spawn(async move {
+///     scoped_defer::async_scope(async |s| {
+///         let log = Arc::clone(&task_log);
+///         s.defer_async(async move { log.lock().unwrap().push("closed") });
+///         tokio::task::yield_now().await;
+///         task_log.lock().unwrap().push("worked");
+///     })
+///     .await
+/// })
+/// .await
+/// .unwrap();
+/// assert_eq!(*log.lock().unwrap(), ["worked", "closed"]);
+/// # }
+/// ```
+pub async fn async_scope<R>(body: impl AsyncFnOnce(&AsyncScope) -> R) -> R {
+    let mut scope = AsyncScope::new();
+    let result = await_caught(pin!(body(&scope))).await;
+    let outcome = if result.is_ok() {
+        Outcome::Success
+    } else {
+        Outcome::Failure
+    };
+    let drained = scope.drain(outcome).await;
+    match result {
+        Ok(value) => {
+            let site = drained.context.first_error_site;
+            if let Err(errors) = drained.into_result() {
+                unreported(&errors, site.expect("a failed cleanup records its site"));
+            }
+            value
+        }
+        Err(payload) => {
+            drained.settle_while_unwinding();
+            resume_unwind(payload)
+        }
+    }
+}
+
+/// Runs `body` with a fresh [`AsyncScope`], then awaits its cleanups, last registered first,
+/// and reports how both went, as [`try_scope`](crate::try_scope) does: the body's error
+/// first, with the cleanups' errors attached; if the body succeeded, the cleanups' errors are
+/// the error. Cleanups registered with
+/// [`defer_async_on_error`](AsyncScope::defer_async_on_error) are awaited if the body returns
+/// `Err` or panics. What [`async_scope`] says about `Send` and cancellation holds here too.
+///
+/// # Errors
+///
+/// [`ScopeError::Body`] if the body returned `Err`; [`ScopeError::Cleanup`] if it succeeded
+/// but a fallible cleanup failed.
+///
+/// # Panics
+///
+/// With the body's panic, or else the first panic of a cleanup, once every cleanup has ended.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use scoped_defer::{ScopeError, try_async_scope};
+///
+/// let result = try_async_scope(async |s| {
+///     s.defer_async_fallible(async { Err::<(), _>("sync_all failed") });
+///     Ok::<_, std::io::Error>("written")
+/// })
+/// .await;
+/// let Err(ScopeError::Cleanup(errors)) = result else { panic!("expected a cleanup error") };
+/// assert_eq!(errors.first().to_string(), "sync_all failed");
+/// # }
+/// ```
+pub async fn try_async_scope<T, E>(
+    body: impl AsyncFnOnce(&AsyncScope) -> Result<T, E>,
+) -> Result<T, ScopeError<E>> {
+    let mut scope = AsyncScope::new();
+    let result = await_caught(pin!(body(&scope))).await;
+    let outcome = match &result {
+        Ok(result) => Outcome::of(result),
+        Err(_) => Outcome::Failure,
+    };
+    let drained = scope.drain(outcome).await;
+    match result {
+        Ok(result) => combine(result, drained.into_result()),
+        Err(payload) => {
+            drained.settle_while_unwinding();
+            resume_unwind(payload)
+        }
+    }
+}
+
+/// When an async cleanup runs.
+#[derive(Clone, Copy)]
+enum When {
+    Always,
+    OnFailure,
+}
+
+/// A boxed future waiting for its turn.
+struct Pending<'a> {
+    future: CleanupFuture<'a>,
+    site: &'static Location<'static>,
+    when: When,
+}
+
+impl Deferred for Pending<'_> {
+    fn run(self) {
+        unreachable!("async cleanups are only consumed by `start`");
+    }
+
+    fn run_in(self, _: &mut DrainContext) {
+        unreachable!("async cleanups are only consumed by `start`");
+    }
+
+    fn start<'a>(self, context: &mut DrainContext) -> Option<Started<'a>>
+    where
+        Self: 'a,
+    {
+        if matches!(self.when, When::OnFailure) && !context.failed() {
+            return None;
+        }
+        Some(Started {
+            future: self.future,
+            site: self.site,
+        })
+    }
+}
+
+/// A held value with the function that makes its cleanup future, boxed only when it starts.
+struct HeldAsync<T, C, F> {
+    held: Held<T, C>,
+    site: &'static Location<'static>,
+    /// Ties `F`'s lifetime to the entry's, for `start`.
+    future: PhantomData<fn() -> F>,
+}
+
+impl<T, C, F> Deferred for HeldAsync<T, C, F>
+where
+    C: FnOnce(T) -> F,
+    F: Future<Output: AsyncOutput> + Send,
+{
+    fn run(self) {
+        unreachable!("async cleanups are only consumed by `start`");
+    }
+
+    fn run_in(self, _: &mut DrainContext) {
+        unreachable!("async cleanups are only consumed by `start`");
+    }
+
+    fn start<'a>(self, _: &mut DrainContext) -> Option<Started<'a>>
+    where
+        Self: 'a,
+    {
+        let future = self.held.call();
+        Some(Started {
+            future: Box::pin(async move { future.await.into_result() }),
+            site: self.site,
+        })
+    }
+}
+
+/// What an async cleanup's future may return: `()` (or `!`), or `Result<(), E>`.
+trait AsyncOutput {
+    fn into_result(self) -> Result<(), BoxError>;
+}
+
+impl<O: CleanupOutput> AsyncOutput for O {
+    fn into_result(self) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
+
+impl<E: CleanupError> AsyncOutput for Result<(), E> {
+    fn into_result(self) -> Result<(), BoxError> {
+        self.map_err(Into::into)
+    }
+}
+
+/// What a drain left: the errors and the first panic.
+struct Drained {
+    context: DrainContext,
+    panic: Option<Payload>,
+}
+
+impl Drained {
+    /// The errors, after resuming the first panic, if any (the errors are printed then).
+    fn into_result(self) -> Result<(), CleanupErrors> {
+        let Drained { context, panic } = self;
+        if let Some(payload) = panic {
+            print_lost(&context, "a cleanup panicked");
+            resume_unwind(payload);
+        }
+        CleanupErrors::from_vec(context.errors).map_or(Ok(()), Err)
+    }
+
+    /// For a body that panicked: the body's panic wins, the rest is printed or dropped.
+    fn settle_while_unwinding(self) {
+        print_lost(&self.context, "the body panicked");
+        if let Some(payload) = self.panic {
+            drop_payload(payload);
+        }
+    }
+}
+
+/// Prints errors that a panic keeps from being returned.
+fn print_lost(context: &DrainContext, why: &str) {
+    if let Some(site) = context.first_error_site {
+        let errors = context.errors.iter().map(ToString::to_string);
+        let errors: Vec<_> = errors.collect();
+        std::eprintln!(
+            "scoped-defer: async cleanup errors lost because {why}: {} (first registered at {site})",
+            errors.join("; ")
+        );
+    }
+}
+
+fn keep_first(first: &mut Option<Payload>, payload: Payload) {
+    match first {
+        None => *first = Some(payload),
+        Some(_) => drop_payload(payload),
+    }
+}
+
+/// Awaits `future`, catching a panic of any of its polls.
+async fn await_caught<F: Future + ?Sized>(mut future: Pin<&mut F>) -> Result<F::Output, Payload> {
+    poll_fn(
+        |cx| match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
+            Err(payload) => Poll::Ready(Err(payload)),
+        },
+    )
+    .await
+}
+
+#[cold]
+#[track_caller]
+fn concurrent_registration() -> ! {
+    panic!("two threads registered cleanups on one AsyncScope at the same moment")
+}
+
+/// Reports futures that nobody will await, last first, with where each was registered.
+fn abandon(futures: Vec<Started<'_>>) {
+    for Started { future, site } in futures {
+        std::eprintln!(
+            "scoped-defer: the async cleanup registered at {site} was dropped without being \
+             awaited: its AsyncScope was cancelled (dropped before it ended)"
+        );
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| drop(future))) {
+            drop_payload(payload);
+        }
+    }
+}
+
+/// Spawns the pending futures of a cancelled scope as one task that awaits them in
+/// order, reporting what fails, since nobody is left to return it to.
+#[cfg(feature = "tokio")]
+fn spawn_detached(futures: Vec<Started<'static>>) {
+    /// Reports the futures not yet awaited if the task itself is dropped (a runtime shutting
+    /// down), so that none is lost in silence.
+    struct Detached(alloc::collections::VecDeque<Started<'static>>);
+
+    impl Drop for Detached {
+        fn drop(&mut self) {
+            abandon(self.0.drain(..).collect());
+        }
+    }
+
+    let mut detached = Detached(futures.into());
+    tokio::spawn(async move {
+        while let Some(Started { mut future, site }) = detached.0.pop_front() {
+            match await_caught(future.as_mut()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => std::eprintln!(
+                    "scoped-defer: the async cleanup registered at {site} failed after its \
+                     scope was cancelled: {error}"
+                ),
+                Err(payload) => {
+                    std::eprintln!(
+                        "scoped-defer: the async cleanup registered at {site} panicked after \
+                         its scope was cancelled"
+                    );
+                    drop_payload(payload);
+                }
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use core::sync::atomic::Ordering::Relaxed;
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+
+    use super::AsyncScope;
+
+    /// The flag's protocol, which a race between two threads can only show by chance.
+    #[test]
+    fn registration_while_another_holds_the_flag_panics_and_leaves_it_set() {
+        let scope = AsyncScope::new();
+        scope.busy.store(true, Relaxed);
+        let refused = catch_unwind(AssertUnwindSafe(|| scope.defer(|| ())));
+        assert!(refused.is_err());
+        assert!(
+            scope.busy.load(Relaxed),
+            "the flag is the other registration's"
+        );
+        assert_eq!(scope.arena.len(), 0);
+        scope.busy.store(false, Relaxed);
+        scope.defer(|| ());
+        assert!(!scope.busy.load(Relaxed), "released after a registration");
+        assert_eq!(scope.arena.len(), 1);
+    }
+}
