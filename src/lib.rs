@@ -73,6 +73,10 @@
 //!   ([`defer_on_error`](Scope::defer_on_error), [`defer_on_success`](Scope::defer_on_success)).
 //! - [`Scope::with_limit`] and [`Stats`]: stop or measure closures that pile up.
 //! - [`SendScope`]: a scope for `Send` closures that is itself `Send`.
+//! - [`async_scope`], [`try_async_scope`] and [`AsyncScope`]: cleanups that are awaited, last
+//!   registered first, on every exit ([`defer_async`](AsyncScope::defer_async),
+//!   [`hold_async`](AsyncScope::hold_async)), on any executor; what a cancelled scope does
+//!   with them is in one table under [`AsyncScope`].
 //! - With the `rayon` feature, `par_for_each_scoped`, `par_try_for_each_scoped` and
 //!   `ParallelIteratorExt`: Go's `errgroup`, with a scope per item on the worker that runs it.
 //!
@@ -94,10 +98,13 @@
 //! # Crate features
 //!
 //! - `std` (default): catching of panics raised by cleanups during an unwind, the
-//!   outcome-aware [`defer_on_success!`] and [`defer_on_unwind!`], and conversions into
-//!   `io::Error`. Without it the crate is `#![no_std]` and needs only `alloc`; a cleanup that
-//!   panics while the thread is already unwinding then aborts, as any panicking destructor does.
+//!   outcome-aware [`defer_on_success!`] and [`defer_on_unwind!`], conversions into
+//!   `io::Error`, and [`AsyncScope`]. Without it the crate is `#![no_std]` and needs only
+//!   `alloc`; a cleanup that panics while the thread is already unwinding then aborts, as any
+//!   panicking destructor does.
 //! - `rayon`: parallel scoped loops on rayon's pools. Adds the `rayon` dependency.
+//! - `tokio`: a cancelled [`async_scope`] spawns its pending async cleanups on the current
+//!   tokio runtime instead of dropping them. Adds the `tokio` dependency (its `rt` feature).
 //!
 //! # Minimum supported Rust version
 //!

@@ -198,6 +198,56 @@ fn in_parallel() {
     assert_eq!(ran.load(std::sync::atomic::Ordering::SeqCst), 9);
 }
 
+/// The async rows of both tables.
+#[test]
+#[cfg_attr(miri, ignore)] // files
+fn awaited() -> io::Result<()> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use scoped_defer::{AsyncScope, async_scope, try_async_scope};
+
+    let closed = Arc::new(AtomicUsize::new(0));
+    let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+    runtime.block_on(async {
+        let counter = Arc::clone(&closed);
+        let close = move |_conn: tokio::fs::File| async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+        };
+        let f = || {
+            let counter = Arc::clone(&closed);
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
+        };
+        let conn = tokio::fs::File::from_std(open()?);
+        tokio::spawn(async move {
+            async_scope(async |s| {
+                let conn = s.hold_async(conn, close);
+                conn.sync_all().await.unwrap();
+            })
+            .await;
+        })
+        .await?;
+        let value = open()?;
+        try_async_scope(async |s| {
+            s.defer_async(f());
+            let value = s.hold_async(value, |v| async move {
+                v.sync_all().unwrap();
+            });
+            value.sync_all()
+        })
+        .await?;
+        let future = f();
+        let scope = AsyncScope::new();
+        let s = &scope;
+        s.defer_async(future);
+        scope.finish().await.map_err(io::Error::from)
+    })?;
+    assert_eq!(closed.load(Ordering::SeqCst), 3);
+    Ok(())
+}
+
 /// The README's tables: the second column of every table whose header is one of these.
 const TABLES: [&str; 2] = ["| you write | here |", "| you want | use |"];
 
