@@ -174,7 +174,7 @@ impl AsyncScope {
     where
         F: Future<Output: CleanupOutput> + Send + 'static,
     {
-        self.push_future(cleanup, When::Always);
+        self.push_future::<_, ALWAYS>(cleanup);
     }
 
     /// Registers a future that can fail, awaited in its turn; its error is returned by
@@ -207,7 +207,7 @@ impl AsyncScope {
         F: Future<Output = Result<(), E>> + Send + 'static,
         E: CleanupError + 'static,
     {
-        self.push_future(cleanup, When::Always);
+        self.push_future::<_, ALWAYS>(cleanup);
     }
 
     /// Registers a future awaited only if the scope fails: the body returned `Err` or
@@ -237,7 +237,7 @@ impl AsyncScope {
     where
         F: Future<Output: CleanupOutput> + Send + 'static,
     {
-        self.push_future(cleanup, When::OnFailure);
+        self.push_future::<_, ON_FAILURE>(cleanup);
     }
 
     /// Moves `value` into the scope and lends it back; when the scope ends, `cleanup` gets it
@@ -335,14 +335,13 @@ impl AsyncScope {
     }
 
     #[track_caller]
-    fn push_future<F>(&self, cleanup: F, when: When)
+    fn push_future<F, const WHEN: bool>(&self, cleanup: F)
     where
         F: Future<Output: AsyncOutput> + Send + 'static,
     {
-        self.push(Pending {
+        self.push(Pending::<WHEN> {
             future: Box::pin(async move { cleanup.await.into_result() }),
             site: Location::caller(),
-            when,
         });
     }
 
@@ -572,21 +571,18 @@ pub async fn try_async_scope<T, E>(
     }
 }
 
-/// When an async cleanup runs.
-#[derive(Clone, Copy)]
-enum When {
-    Always,
-    OnFailure,
-}
+/// `Pending`'s `WHEN`: whether the future is awaited on every exit, or only on failure. A
+/// type parameter rather than a field, so that a pending future fits a slot's three words.
+const ALWAYS: bool = false;
+const ON_FAILURE: bool = true;
 
 /// A boxed future waiting for its turn.
-struct Pending<'a> {
-    future: CleanupFuture<'a>,
+struct Pending<const WHEN: bool> {
+    future: CleanupFuture<'static>,
     site: &'static Location<'static>,
-    when: When,
 }
 
-impl Deferred for Pending<'_> {
+impl<const WHEN: bool> Deferred for Pending<WHEN> {
     fn run(self) {
         unreachable!("async cleanups are only consumed by `start`");
     }
@@ -599,7 +595,7 @@ impl Deferred for Pending<'_> {
     where
         Self: 'a,
     {
-        if matches!(self.when, When::OnFailure) && !context.failed() {
+        if WHEN == ON_FAILURE && !context.failed() {
             return None;
         }
         Some(Started {

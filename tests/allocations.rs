@@ -308,3 +308,63 @@ fn for_each_scoped_in_place(s: &mut Scope<'_, 2>) {
         }
     });
 }
+
+/// Polls a future that never waits, on this thread (the counters are per thread).
+#[cfg(feature = "std")]
+fn run_ready<F: Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let context = &mut std::task::Context::from_waker(std::task::Waker::noop());
+    match future.as_mut().poll(context) {
+        std::task::Poll::Ready(output) => output,
+        std::task::Poll::Pending => panic!("the futures here never wait"),
+    }
+}
+
+#[cfg(feature = "std")]
+#[test]
+fn an_async_scope_allocates_once_per_future_and_never_for_sync_closures_or_small_holds() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use scoped_defer::AsyncScope;
+
+    let sum = Arc::new(AtomicU64::new(0));
+    let scope = AsyncScope::new();
+    // Registration: nothing for sync closures and a held value of two words, up to the 8
+    // inline slots (6 + 1 + 1 here).
+    let registering = allocations_of(|| {
+        for i in 0..6 {
+            let sum = Arc::clone(&sum);
+            scope.defer(move || {
+                sum.fetch_add(i, Ordering::Relaxed);
+            });
+        }
+    });
+    assert_eq!(registering, 0);
+    let for_held = Arc::clone(&sum);
+    let holding = allocations_of(|| {
+        *scope.hold_async(for_held, |sum| async move {
+            sum.fetch_add(100, Ordering::Relaxed);
+        }) = Arc::clone(&sum);
+    });
+    assert_eq!(holding, 0);
+    // Each future: one box, however big it is.
+    let for_future = Arc::clone(&sum);
+    let deferring = allocations_of(|| {
+        let big = [1_u64; 16];
+        scope.defer_async(async move {
+            for_future.fetch_add(big.iter().sum(), Ordering::Relaxed);
+        });
+    });
+    assert_eq!(deferring, 1, "one box for the future");
+    // The end: the held value's future is boxed then; nothing else allocates, and every
+    // block is freed.
+    let (mut finishing, mut leaked) = (0, 0);
+    leaked += leaked_by(|| finishing = allocations_of(|| run_ready(scope.finish()).unwrap()));
+    assert_eq!(finishing, 1, "the held value's future");
+    assert_eq!(
+        leaked, -1,
+        "the registered future's box freed; the held one's made and freed"
+    );
+    assert_eq!(sum.load(Ordering::Relaxed), 15 + 100 + 16);
+}

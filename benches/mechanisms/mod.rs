@@ -28,12 +28,15 @@ fn work(sink: &Sink, x: u64) {
 pub type Mechanism = fn(&Sink, usize);
 
 /// The mechanisms by name, in the order the reports list them.
-pub const MECHANISMS: [(&str, Mechanism); 5] = [
+pub const MECHANISMS: [(&str, Mechanism); 8] = [
     ("direct call", direct),
     ("scopeguard guard", scopeguard_guard),
     ("indirect call (floor)", indirect_call),
     ("Scope::defer", scope_defer),
     ("Vec<Box<dyn FnOnce()>>", boxed_vec),
+    ("async: .await by hand", awaited::by_hand),
+    ("AsyncScope::defer_async", awaited::defer_async),
+    ("AsyncScope::defer", awaited::defer_sync),
 ];
 
 /// The closures called by hand, in reverse: the floor.
@@ -114,6 +117,76 @@ pub fn loop_block_guards(sink: &Sink, count: usize, per_item: usize) {
             }
             _ => unimplemented!("the benchmarks use 1 or 3 defers per item"),
         }
+    }
+}
+
+/// Awaited cleanups: the same work in an async fn `close(x)`, awaited by hand at the end of
+/// the function or registered on an `AsyncScope`. Every future is ready when first polled, so
+/// the executor is a single poll and what is measured is boxing, storing and polling. The
+/// cleanups of an `AsyncScope` are `Send + 'static`, so they write to a thread-local sink
+/// (the same one in all three).
+pub mod awaited {
+    use std::pin::pin;
+    use std::task::{Context, Waker};
+
+    use scoped_defer::AsyncScope;
+
+    use super::*;
+
+    thread_local! {
+        static ACC: Cell<u64> = const { Cell::new(0) };
+    }
+
+    #[inline(always)]
+    fn work(x: u64) {
+        ACC.with(|acc| acc.set(acc.get().wrapping_mul(31).wrapping_add(x)));
+    }
+
+    async fn close(x: u64) {
+        work(x);
+    }
+
+    /// Polls a future that never waits.
+    fn run(future: impl Future<Output = ()>) {
+        let mut future = pin!(future);
+        let polled = future
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()));
+        assert!(polled.is_ready(), "the benchmarked futures never wait");
+    }
+
+    /// The floor: the cleanups written out as `.await`s at the end, last first.
+    #[inline(never)]
+    pub fn by_hand(_: &Sink, n: usize) {
+        run(async {
+            for i in (0..n).rev() {
+                close(i as u64).await;
+            }
+        });
+    }
+
+    #[inline(never)]
+    pub fn defer_async(_: &Sink, n: usize) {
+        run(async {
+            let scope = AsyncScope::new();
+            for i in 0..n {
+                scope.defer_async(close(i as u64));
+            }
+            scope.finish().await.unwrap();
+        });
+    }
+
+    /// A sync closure in an async scope: the drain's cost per slot, without a future.
+    #[inline(never)]
+    pub fn defer_sync(_: &Sink, n: usize) {
+        run(async {
+            let scope = AsyncScope::new();
+            for i in 0..n {
+                let x = i as u64;
+                scope.defer(move || work(x));
+            }
+            scope.finish().await.unwrap();
+        });
     }
 }
 
