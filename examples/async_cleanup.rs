@@ -29,6 +29,8 @@ use tokio::net::{TcpListener, TcpStream};
 
 const PATIENT: usize = 200;
 const IMPATIENT: usize = 20;
+/// How long an impatient client waits for a reply that never comes.
+const TIMEOUT: Duration = Duration::from_millis(50);
 
 /// Connections accepted and not yet shut down, on each side.
 static SERVER_OPEN: AtomicUsize = AtomicUsize::new(0);
@@ -54,9 +56,9 @@ async fn handle(stream: TcpStream) -> io::Result<()> {
     Ok(())
 }
 
-/// One client; an impatient one never finishes its request and is cancelled by a timeout.
-async fn client(address: std::net::SocketAddr, i: usize, patient: bool) -> io::Result<String> {
-    let stream = TcpStream::connect(address).await?;
+/// One client's request on its connection; an impatient client never finishes its request,
+/// and is cancelled by a timeout.
+async fn request(stream: TcpStream, i: usize, patient: bool) -> io::Result<String> {
     CLIENT_OPEN.fetch_add(1, Ordering::SeqCst);
     let reply = try_async_scope(async |s| {
         let conn = s.hold_async_fallible(BufReader::new(stream), |mut conn| async move {
@@ -114,18 +116,23 @@ async fn main() -> io::Result<ExitCode> {
     for i in 0..PATIENT + IMPATIENT {
         let patient = i % ((PATIENT + IMPATIENT) / IMPATIENT) != 0;
         clients.push(tokio::spawn(async move {
-            let request = client(address, i, patient);
-            tokio::time::timeout(Duration::from_millis(200), request).await
+            // Connected before any timeout, so that the server sees every client.
+            let stream = TcpStream::connect(address).await?;
+            if patient {
+                request(stream, i, true).await.map(Some)
+            } else {
+                let cancelled = tokio::time::timeout(TIMEOUT, request(stream, i, false)).await;
+                assert!(cancelled.is_err(), "an impatient client never gets a reply");
+                Ok(None)
+            }
         }));
     }
     let (mut answered, mut cancelled) = (0, 0);
     for client in clients {
-        match client.await? {
-            Ok(reply) => {
-                reply?;
-                answered += 1;
-            }
-            Err(_elapsed) => cancelled += 1,
+        match client.await?? {
+            Some(reply) if reply.starts_with("pong ping") => answered += 1,
+            Some(reply) => panic!("unexpected reply {reply:?}"),
+            None => cancelled += 1,
         }
     }
     server.await??;
