@@ -329,9 +329,9 @@ impl AsyncScope {
             concurrent_registration();
         }
         let release = scopeguard::guard(&self.busy, |busy| busy.store(false, Ordering::Release));
-        let stored = self.arena.push(deferred, |_| {});
+        let stored = self.arena.push(deferred, |_| true);
         drop(release);
-        stored
+        stored.expect("an async scope has no limit")
     }
 
     #[track_caller]

@@ -68,6 +68,7 @@ impl<'env, const N: usize> Scope<'env, N> {
             if let Some(counters) = &mut extras.counters {
                 counters.ran(pending);
             }
+            extras.sites_consumed(pending);
         }
         let mut context = DrainContext::new(outcome);
         #[cfg(feature = "std")]

@@ -4,6 +4,7 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::error::Error;
 use core::fmt;
+use core::panic::Location;
 
 /// The error type of a failed cleanup, as collected by a [`Scope`](crate::Scope).
 pub type BoxError = Box<dyn Error + Send + Sync + 'static>;
@@ -267,22 +268,45 @@ impl<E: Error + 'static> Error for ScopeError<E> {
 /// let closure = refused.into_closure(); // still ours to run or drop
 /// closure();
 /// ```
-#[derive(thiserror::Error)]
-#[error("the scope already holds its limit of {limit} pending closures")]
 pub struct LimitExceeded<F> {
     closure: F,
     limit: usize,
+    site: &'static Location<'static>,
+    busiest: Option<(&'static Location<'static>, usize)>,
 }
 
 impl<F> LimitExceeded<F> {
-    pub(crate) fn new(closure: F, limit: usize) -> Self {
-        LimitExceeded { closure, limit }
+    pub(crate) fn new(
+        closure: F,
+        limit: usize,
+        site: &'static Location<'static>,
+        busiest: Option<(&'static Location<'static>, usize)>,
+    ) -> Self {
+        LimitExceeded {
+            closure,
+            limit,
+            site,
+            busiest,
+        }
     }
 
     /// The limit that was reached.
     #[must_use]
     pub fn limit(&self) -> usize {
         self.limit
+    }
+
+    /// Where the refused closure was registered.
+    #[must_use]
+    pub fn site(&self) -> &'static Location<'static> {
+        self.site
+    }
+
+    /// The line with the most pending closures in the scope, and how many: in a pile-up, the
+    /// `defer` inside the loop. `None` if the limit is zero.
+    #[must_use]
+    pub fn busiest_site(&self) -> Option<(&'static Location<'static>, usize)> {
+        self.busiest
     }
 
     /// The refused closure, neither run nor dropped.
@@ -308,15 +332,39 @@ impl<F> LimitExceeded<F> {
     /// let scope = Scope::with_limit(1);
     /// register(&scope, "a").unwrap();
     /// let refused = register(&scope, "b").unwrap_err();
-    /// assert_eq!(refused.to_string(), "the scope already holds its limit of 1 pending closures");
+    /// assert!(refused.to_string().starts_with(
+    ///     "the scope already holds its limit of 1 pending closures, 1 of them registered at"
+    /// ));
     /// ```
     pub fn drop_closure(self) -> LimitExceeded<()> {
         LimitExceeded {
             closure: (),
             limit: self.limit,
+            site: self.site,
+            busiest: self.busiest,
         }
     }
 }
+
+impl<F> fmt::Display for LimitExceeded<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the scope already holds its limit of {} pending closures",
+            self.limit
+        )?;
+        if let Some((site, count)) = self.busiest {
+            write!(
+                f,
+                ", {count} of them registered at {site}: a defer inside a loop? Give each \
+                 iteration its own scope with for_each_scoped or try_for_each_scoped"
+            )?;
+        }
+        write!(f, " (refused: the closure registered at {})", self.site)
+    }
+}
+
+impl<F> Error for LimitExceeded<F> {}
 
 impl<F> fmt::Debug for LimitExceeded<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -136,8 +136,11 @@ mod guard;
 mod loops;
 #[cfg(feature = "rayon")]
 mod parallel;
+#[cfg(feature = "std")]
+pub mod profile;
 mod scope;
 mod send_scope;
+mod sites;
 mod stats;
 
 #[cfg(feature = "std")]
@@ -157,6 +160,7 @@ pub use parallel::{
 };
 pub use scope::{Scope, scope};
 pub use send_scope::SendScope;
+pub use sites::SiteStats;
 pub use stats::Stats;
 
 /// The README, as a guide: how Go, Python, Java, Zig and C++ idioms map to this crate, how it

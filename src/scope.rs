@@ -2,7 +2,7 @@
 //! fallible or outcome-aware closures ends is in `ending.rs`.
 
 use alloc::boxed::Box;
-use core::cell::Cell;
+use core::cell::{Cell, RefCell};
 use core::fmt;
 use core::marker::PhantomData;
 use core::panic::Location;
@@ -14,6 +14,7 @@ use crate::deferred::{Call, Deferred, Fallible, Held, OnFailure, OnSuccess, Outc
 use crate::error::{BoxError, CleanupErrors, LimitExceeded};
 #[cfg(feature = "std")]
 use crate::guard::__private::PanicState;
+use crate::sites::Sites;
 use crate::stats::{Counters, Stats};
 
 /// A stack of deferred closures that run in reverse order of registration when the scope ends.
@@ -116,6 +117,8 @@ pub(crate) struct Extras<'env> {
     pub(crate) limit: Option<usize>,
     /// Present when the scope was created to track stats.
     pub(crate) counters: Option<Counters>,
+    /// Present when the scope tracks stats or has a limit: where its closures come from.
+    pub(crate) sites: Option<RefCell<Sites>>,
     /// Closures refused by `try_defer` at the limit (registration goes through `&self`).
     pub(crate) refused: Cell<u64>,
     pub(crate) handler: Option<Box<dyn FnMut(BoxError) + 'env>>,
@@ -136,10 +139,25 @@ impl Extras<'_> {
         self.panic_state.set(None);
     }
 
+    /// Starts recording sites, putting the `pending` closures down to `site`.
+    fn track_sites(&mut self, pending: usize, site: &'static Location<'static>) {
+        if self.sites.is_none() {
+            self.sites = Some(RefCell::new(Sites::new(pending, site)));
+        }
+    }
+
+    /// Records that the scope's `pending` closures were consumed: run, dismissed or taken.
+    pub(crate) fn sites_consumed(&mut self, pending: usize) {
+        if let Some(sites) = &mut self.sites {
+            sites.get_mut().consumed(pending);
+        }
+    }
+
     fn new() -> Self {
         Extras {
             limit: None,
             counters: None,
+            sites: None,
             refused: Cell::new(0),
             handler: None,
             needs_context: Cell::new(false),
@@ -186,6 +204,7 @@ impl<'env> Scope<'env> {
     /// assert_eq!(scope.len(), 2);
     /// ```
     #[must_use = "a scope that is dropped at once runs nothing; bind it to a variable"]
+    #[track_caller]
     pub fn with_limit(limit: usize) -> Self {
         let mut scope = Self::new();
         scope.set_limit(limit);
@@ -202,6 +221,7 @@ impl<'env> Scope<'env> {
     /// assert_eq!(scope.stats().unwrap().ran, 1);
     /// ```
     #[must_use = "a scope that is dropped at once runs nothing; bind it to a variable"]
+    #[track_caller]
     pub fn with_stats() -> Self {
         let mut scope = Self::new();
         scope.track_stats();
@@ -224,8 +244,12 @@ impl<'env, const N: usize> Scope<'env, N> {
     /// assert!(scope.try_defer(|| ()).is_err());
     /// assert_eq!(scope.limit(), Some(1));
     /// ```
+    #[track_caller]
     pub fn set_limit(&mut self, limit: usize) {
-        self.extras_mut().limit = Some(limit);
+        let pending = self.len();
+        let extras = self.extras_mut();
+        extras.limit = Some(limit);
+        extras.track_sites(pending, Location::caller());
     }
 
     /// Starts tracking [`stats`](Scope::stats), counting from the closures pending now.
@@ -242,11 +266,14 @@ impl<'env, const N: usize> Scope<'env, N> {
     /// scope.run_now();
     /// assert_eq!(scope.stats().unwrap().high_water, 3);
     /// ```
+    #[track_caller]
     pub fn track_stats(&mut self) {
+        let pending = self.len();
         let extras = self.extras_mut();
         if extras.counters.is_none() {
             extras.counters = Some(Counters::default());
         }
+        extras.track_sites(pending, Location::caller());
     }
 
     /// Sets the handler that receives the errors of failed cleanups when nobody can return
@@ -321,18 +348,17 @@ impl<'env, const N: usize> Scope<'env, N> {
     /// assert_eq!(refused.limit(), 0);
     /// assert!(scope.is_empty());
     /// ```
+    #[track_caller]
     pub fn try_defer<F, R>(&self, f: F) -> Result<(), LimitExceeded<F>>
     where
         F: FnOnce() -> R + 'env,
         R: CleanupOutput,
     {
-        if let Some(limit) = reached_limit(&self.arena) {
-            if let Some(extras) = self.arena.extras() {
-                extras.refused.set(extras.refused.get() + 1);
-            }
-            return Err(LimitExceeded::new(f, limit));
+        let site = Location::caller();
+        if at_limit(&self.arena) {
+            return Err(self.refuse(f, site));
         }
-        self.push(Plain(f));
+        self.arena.push(Plain(f), |arena| admit(arena, site));
         Ok(())
     }
 
@@ -535,11 +561,25 @@ impl<'env, const N: usize> Scope<'env, N> {
     #[inline]
     #[track_caller]
     fn push<D: Deferred + 'env>(&self, deferred: D) -> NonNull<D> {
-        self.arena.push(deferred, |arena| {
-            if let Some(limit) = reached_limit(arena) {
-                limit_reached(limit);
-            }
-        })
+        let site = Location::caller();
+        match self.arena.push(deferred, |arena| admit(arena, site)) {
+            Some(stored) => stored,
+            None => limit_reached(&self.refuse((), site)),
+        }
+    }
+
+    /// Counts and describes a closure refused at the limit.
+    #[cold]
+    #[inline(never)]
+    fn refuse<F>(&self, closure: F, site: &'static Location<'static>) -> LimitExceeded<F> {
+        let extras = self.arena.extras().expect("only a limit refuses");
+        extras.refused.set(extras.refused.get() + 1);
+        let limit = extras.limit.expect("only a limit refuses");
+        let busiest = extras
+            .sites
+            .as_ref()
+            .and_then(|sites| sites.borrow().busiest(self.len()));
+        LimitExceeded::new(closure, limit, site, busiest)
     }
 
     #[track_caller]
@@ -666,12 +706,19 @@ impl<'env, const N: usize> Scope<'env, N> {
     #[must_use]
     pub fn stats(&self) -> Option<Stats> {
         let extras = self.arena.extras()?;
-        Some(extras.counters.as_ref()?.snapshot(
-            self.len(),
-            extras.refused.get(),
-            self.spilled(),
-            self.arena.heap_bytes(),
-        ))
+        Some(
+            extras.counters.as_ref()?.snapshot(
+                self.len(),
+                extras.refused.get(),
+                self.spilled(),
+                self.arena.heap_bytes(),
+                extras
+                    .sites
+                    .as_ref()
+                    .map(|sites| sites.borrow().snapshot(self.len()))
+                    .unwrap_or_default(),
+            ),
+        )
     }
 
     /// Runs every pending closure now, last registered first. The scope stays usable and keeps
@@ -770,6 +817,7 @@ impl<'env, const N: usize> Scope<'env, N> {
             if let Some(counters) = &mut extras.counters {
                 counters.dismissed(pending);
             }
+            extras.sites_consumed(pending);
         }
         self.arena.discard_all();
     }
@@ -802,8 +850,11 @@ impl<'env, const N: usize> Scope<'env, N> {
     #[inline]
     pub fn take(&mut self) -> Self {
         let pending = self.arena.len();
-        if let Some(counters) = self.arena.extras_mut().and_then(|e| e.counters.as_mut()) {
-            counters.taken(pending);
+        if let Some(extras) = self.arena.extras_mut() {
+            if let Some(counters) = &mut extras.counters {
+                counters.taken(pending);
+            }
+            extras.sites_consumed(pending);
         }
         self.set_aside()
     }
@@ -845,20 +896,35 @@ impl<'env, const N: usize> Scope<'env, N> {
     }
 }
 
-/// The scope's limit, if its pending closures have reached it.
-fn reached_limit<const N: usize>(arena: &Arena<'_, N, Extras<'_>>) -> Option<usize> {
-    arena.extras()?.limit.filter(|&limit| arena.len() >= limit)
+/// Whether the arena may take one more closure, registered at `site` (which a scope with
+/// sites records). Called on the slow path only: for scopes with extras, and on growth.
+fn admit<const N: usize>(
+    arena: &Arena<'_, N, Extras<'_>>,
+    site: &'static Location<'static>,
+) -> bool {
+    if at_limit(arena) {
+        return false;
+    }
+    if let Some(sites) = arena.extras().and_then(|extras| extras.sites.as_ref()) {
+        sites.borrow_mut().registered(site);
+    }
+    true
 }
 
-/// Panics for a closure past the scope's limit; out of line so that `defer` stays small.
+/// Whether the pending closures have reached the scope's limit.
+fn at_limit<const N: usize>(arena: &Arena<'_, N, Extras<'_>>) -> bool {
+    arena
+        .extras()
+        .and_then(|extras| extras.limit)
+        .is_some_and(|limit| arena.len() >= limit)
+}
+
+/// Panics for a closure past the scope's limit, at the line that registered it.
 #[cold]
 #[inline(never)]
 #[track_caller]
-fn limit_reached(limit: usize) -> ! {
-    panic!(
-        "the scope already holds its limit of {limit} pending closures: are cleanups piling \
-         up in a loop? Give each iteration its own scope (for_each_scoped), or use try_defer"
-    )
+fn limit_reached(refused: &LimitExceeded<()>) -> ! {
+    panic!("{refused}; or use try_defer, which hands the closure back")
 }
 
 impl<const N: usize> Default for Scope<'_, N> {

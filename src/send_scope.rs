@@ -62,6 +62,7 @@ impl<'env> SendScope<'env> {
     /// assert_eq!(scope.limit(), Some(4));
     /// ```
     #[must_use = "a scope that is dropped at once runs nothing; bind it to a variable"]
+    #[track_caller]
     pub fn with_limit(limit: usize) -> Self {
         SendScope {
             inner: Scope::with_limit(limit),
@@ -75,6 +76,7 @@ impl<'env> SendScope<'env> {
     /// assert!(scope.stats().is_some());
     /// ```
     #[must_use = "a scope that is dropped at once runs nothing; bind it to a variable"]
+    #[track_caller]
     pub fn with_stats() -> Self {
         SendScope {
             inner: Scope::with_stats(),
@@ -90,6 +92,7 @@ impl<'env, const N: usize> SendScope<'env, N> {
     /// scope.set_limit(0);
     /// assert!(scope.try_defer(|| ()).is_err());
     /// ```
+    #[track_caller]
     pub fn set_limit(&mut self, limit: usize) {
         self.inner.set_limit(limit);
     }
@@ -102,6 +105,7 @@ impl<'env, const N: usize> SendScope<'env, N> {
     /// scope.defer(|| ());
     /// assert_eq!(scope.stats().unwrap().pending, 1);
     /// ```
+    #[track_caller]
     pub fn track_stats(&mut self) {
         self.inner.track_stats();
     }
@@ -147,6 +151,7 @@ impl<'env, const N: usize> SendScope<'env, N> {
     /// let mut scope = scoped_defer::SendScope::with_limit(0);
     /// assert!(scope.try_defer(|| ()).is_err());
     /// ```
+    #[track_caller]
     pub fn try_defer<F, R>(&self, f: F) -> Result<(), LimitExceeded<F>>
     where
         F: FnOnce() -> R + Send + 'env,

@@ -1,5 +1,10 @@
 //! [`Stats`]: how a scope was used, to make a Go-style pile-up of deferred closures visible.
 
+use alloc::vec::Vec;
+use core::fmt;
+
+use crate::sites::{SiteStats, write_table};
+
 /// How a scope (or a loop's scope, over all its iterations) has been used.
 ///
 /// Tracked by scopes created with [`Scope::with_stats`](crate::Scope::with_stats), or after
@@ -40,9 +45,25 @@
 /// assert_eq!((fixed(10), fixed(1000)), (1, 1));
 /// ```
 ///
+/// [`sites`](Stats::sites) says which line piles up, and `Display` prints the counts with
+/// the busiest lines:
+///
+/// ```
+/// let scope = scoped_defer::Scope::with_stats();
+/// for _ in 0..3 {
+///     scope.defer(|| ());
+/// }
+/// let stats = scope.stats().unwrap();
+/// assert_eq!(stats.sites()[0].location.line(), line!() - 3);
+/// println!("{stats}");
+/// // 3 registered, 3 pending, high water 3, 0 ran, 0 dismissed, 0 taken, 0 refused, ...
+/// //   at high water registered  pending  site
+/// //               3          3        3  src/main.rs:4:11
+/// ```
+///
 /// To stop a pile-up instead of measuring it, create the scope
 /// [`with_limit`](crate::Scope::with_limit).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
     /// Closures accepted: `ran + dismissed + taken + pending`.
@@ -67,6 +88,38 @@ pub struct Stats {
     pub panics: u64,
     /// Errors returned by fallible closures.
     pub errors: u64,
+    sites: Vec<SiteStats>,
+}
+
+impl Stats {
+    /// The lines that registered the closures, the one with the most pending at the
+    /// high-water mark first: in a pile-up, the `defer` inside the loop. Every registration
+    /// method records its caller's line in a scope with stats or a limit, and only there.
+    #[must_use]
+    pub fn sites(&self) -> &[SiteStats] {
+        &self.sites
+    }
+}
+
+impl fmt::Display for Stats {
+    /// The counts on one line, then the five busiest sites.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{} registered, {} pending, high water {}, {} ran, {} dismissed, {} taken, {} \
+             refused, {} panics, {} errors",
+            self.registered,
+            self.pending,
+            self.high_water,
+            self.ran,
+            self.dismissed,
+            self.taken,
+            self.refused,
+            self.panics,
+            self.errors
+        )?;
+        write_table(f, &self.sites, 5)
+    }
 }
 
 impl Stats {
@@ -85,6 +138,17 @@ impl Stats {
         self.heap_bytes += other.heap_bytes;
         self.panics += other.panics;
         self.errors += other.errors;
+        for site in &other.sites {
+            match self.sites.iter_mut().find(|s| s.location == site.location) {
+                Some(mine) => {
+                    mine.registered += site.registered;
+                    mine.pending_at_high_water =
+                        mine.pending_at_high_water.max(site.pending_at_high_water);
+                }
+                None => self.sites.push(*site),
+            }
+        }
+        crate::sites::sort_busiest_first(&mut self.sites);
     }
 }
 
@@ -126,6 +190,7 @@ impl Counters {
         refused: u64,
         spilled: bool,
         heap_bytes: usize,
+        sites: Vec<SiteStats>,
     ) -> Stats {
         Stats {
             registered: self.ran + self.dismissed + self.taken + pending as u64,
@@ -139,6 +204,7 @@ impl Counters {
             heap_bytes,
             panics: self.panics,
             errors: self.errors,
+            sites,
         }
     }
 }

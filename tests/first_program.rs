@@ -302,6 +302,9 @@ fn error_chains_print_each_message_once() {
 // ---------------------------------------------------------------------------------------------
 // 5. Small API points.
 
+/// The line of `register_all`'s `try_defer`.
+const REGISTER_LINE: u32 = line!() + 4;
+
 fn register_all(s: &Scope<'_>) -> Result<(), Box<dyn Error + Send + Sync>> {
     for _ in 0..3 {
         s.try_defer(|| ()).map_err(LimitExceeded::drop_closure)?;
@@ -323,9 +326,14 @@ fn errors_iterate_by_reference_and_limits_convert_to_boxed_errors() {
 
     let limited = Scope::with_limit(2);
     let refused = register_all(&limited).unwrap_err();
+    let site = format!("tests/first_program.rs:{REGISTER_LINE}:11");
     assert_eq!(
         refused.to_string(),
-        "the scope already holds its limit of 2 pending closures"
+        format!(
+            "the scope already holds its limit of 2 pending closures, 2 of them registered at \
+             {site}: a defer inside a loop? Give each iteration its own scope with \
+             for_each_scoped or try_for_each_scoped (refused: the closure registered at {site})"
+        )
     );
     assert_eq!(limited.len(), 2);
 }

@@ -28,11 +28,13 @@ fn work(sink: &Sink, x: u64) {
 pub type Mechanism = fn(&Sink, usize);
 
 /// The mechanisms by name, in the order the reports list them.
-pub const MECHANISMS: [(&str, Mechanism); 8] = [
+pub const MECHANISMS: [(&str, Mechanism); 10] = [
     ("direct call", direct),
     ("scopeguard guard", scopeguard_guard),
     ("indirect call (floor)", indirect_call),
     ("Scope::defer", scope_defer),
+    ("Scope::defer, stats", scope_defer_stats),
+    ("Scope::defer, profiled", scope_defer_profiled),
     ("Vec<Box<dyn FnOnce()>>", boxed_vec),
     ("async: .await by hand", awaited::by_hand),
     ("AsyncScope::defer_async", awaited::defer_async),
@@ -74,6 +76,24 @@ pub fn scope_defer(sink: &Sink, n: usize) {
         let x = i as u64;
         scope.defer(move || work(sink, x));
     }
+}
+
+/// The same with stats, which record every closure's registration site.
+#[inline(never)]
+pub fn scope_defer_stats(sink: &Sink, n: usize) {
+    let scope: Scope<'_> = Scope::with_stats();
+    for i in 0..n {
+        let x = i as u64;
+        scope.defer(move || work(sink, x));
+    }
+}
+
+/// The same with the process-wide profile on, which counts every site in a global table.
+#[inline(never)]
+pub fn scope_defer_profiled(sink: &Sink, n: usize) {
+    scoped_defer::profile::enable();
+    scope_defer_stats(sink, n);
+    scoped_defer::profile::disable();
 }
 
 /// The usual hand-rolled stack: a `Vec` of boxed closures, popped at the end.

@@ -110,14 +110,15 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
     }
 
     /// Registers `deferred` and returns where it is stored, which stays valid until the next
-    /// drain. When the arena has extras or must grow, `admit` is called first (to enforce a
-    /// limit: it may panic, leaving the arena unchanged).
+    /// drain. When the arena has extras or must grow, `admit` is asked first (to enforce a
+    /// limit): if it says no, `deferred` is dropped, the arena is unchanged, and the result is
+    /// `None` (a pointer-sized answer, so that the hot path returns it in a register).
     #[inline(always)]
     pub(crate) fn push<D: Deferred + 'env>(
         &self,
         deferred: D,
-        admit: impl FnOnce(&Self),
-    ) -> NonNull<D> {
+        admit: impl FnOnce(&Self) -> bool,
+    ) -> Option<NonNull<D>> {
         let len = self.len.get();
         // Inline first, without looking at the heap fields: a scope that stays inline never
         // loads them. A set `EXTRAS` flag makes `len` fail both tests.
@@ -134,20 +135,26 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
         // reference to it exists; the new length makes the arena its owner.
         let stored = unsafe { Slot::write(slot, deferred) };
         self.len.set(len + 1);
-        stored
+        Some(stored)
     }
 
     #[cold]
     #[inline(never)]
-    fn push_slow<D: Deferred + 'env>(&self, deferred: D, admit: impl FnOnce(&Self)) -> NonNull<D> {
-        admit(self);
+    fn push_slow<D: Deferred + 'env>(
+        &self,
+        deferred: D,
+        admit: impl FnOnce(&Self) -> bool,
+    ) -> Option<NonNull<D>> {
+        if !admit(self) {
+            return None;
+        }
         let len = self.len.get();
         let slot = self.free_slot(len & !EXTRAS);
         // SAFETY: as in `push`.
         let stored = unsafe { Slot::write(slot, deferred) };
         // The flag, if any, is unchanged by the increment.
         self.len.set(len + 1);
-        stored
+        Some(stored)
     }
 
     /// The slot of index `count`, the first free one, entering the next segment (or adding
@@ -535,7 +542,7 @@ mod tests {
     fn with(count: usize) -> TestArena {
         let arena = TestArena::new();
         for _ in 0..count {
-            arena.push(Plain(|| ()), |_| ());
+            let _ = arena.push(Plain(|| ()), |_| true);
         }
         arena
     }

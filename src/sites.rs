@@ -1,0 +1,218 @@
+//! Registration sites: which lines registered a tracked scope's closures, for [`Stats`] and
+//! for the message of a refused closure.
+//!
+//! [`Stats`]: crate::Stats
+
+use alloc::vec::Vec;
+use core::fmt;
+use core::panic::Location;
+
+use smallvec::SmallVec;
+
+/// Entries kept inline, like a scope's default inline slots, so that a tracked scope that
+/// stays small allocates only its extras.
+const INLINE_SITES: usize = 8;
+
+/// The closures one line of code registered on a scope: see [`Stats::sites`].
+///
+/// [`Stats::sites`]: crate::Stats::sites
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SiteStats {
+    /// Where the closures were registered: the call to `defer`, `hold`, ... (or to
+    /// `track_stats` / `set_limit`, for closures already pending when tracking began).
+    pub location: &'static Location<'static>,
+    /// Closures this line registered.
+    pub registered: u64,
+    /// Of those, how many are pending now.
+    pub pending: usize,
+    /// Of those, how many were pending when the scope reached its high-water mark: the line
+    /// with the most is the one that piles up.
+    pub pending_at_high_water: usize,
+}
+
+/// The bookkeeping behind [`SiteStats`], kept by scopes with stats or a limit.
+#[derive(Debug, Default)]
+pub(crate) struct Sites {
+    /// The site of every closure in the scope's storage, in registration order. The top
+    /// `len()` entries are the scope's pending closures; any below them belong to closures a
+    /// loop has set aside, which come back on top of nothing.
+    stack: SmallVec<[&'static Location<'static>; INLINE_SITES]>,
+    /// Per site, in order of first registration: closures consumed (run, dismissed or taken),
+    /// and how many were pending at `high_water`.
+    totals: SmallVec<[Total; 2]>,
+    /// The most closures pending at a drain so far, which `Total::at_high_water` describes.
+    high_water: usize,
+    /// Whether the process-wide profile counts this scope's closures.
+    #[cfg(feature = "std")]
+    profiled: bool,
+}
+
+#[derive(Debug)]
+struct Total {
+    location: &'static Location<'static>,
+    consumed: u64,
+    at_high_water: usize,
+}
+
+impl Sites {
+    /// Starts tracking a scope that holds `pending` closures already, whose lines are unknown:
+    /// they are put down to `site`, where tracking began.
+    pub(crate) fn new(pending: usize, site: &'static Location<'static>) -> Self {
+        let mut sites = Sites {
+            stack: SmallVec::new(),
+            totals: SmallVec::new(),
+            high_water: 0,
+            #[cfg(feature = "std")]
+            profiled: crate::profile::is_enabled(),
+        };
+        for _ in 0..pending {
+            sites.registered(site);
+        }
+        sites
+    }
+
+    /// Records a closure registered at `site`.
+    pub(crate) fn registered(&mut self, site: &'static Location<'static>) {
+        self.stack.push(site);
+        #[cfg(feature = "std")]
+        if self.profiled {
+            crate::profile::add(core::slice::from_ref(&site));
+        }
+    }
+
+    /// Records that the top `count` closures were consumed (run, dismissed or taken).
+    pub(crate) fn consumed(&mut self, count: usize) {
+        let from = self.stack.len() - count;
+        // Pending closures only accumulate between two drains, so a drain sees the most that
+        // were pending since the last one.
+        let new_high_water = count > self.high_water;
+        if new_high_water {
+            self.high_water = count;
+            for total in &mut self.totals {
+                total.at_high_water = 0;
+            }
+        }
+        for &site in &self.stack[from..] {
+            let total = total_of(&mut self.totals, site);
+            total.consumed += 1;
+            if new_high_water {
+                total.at_high_water += 1;
+            }
+        }
+        #[cfg(feature = "std")]
+        if self.profiled {
+            crate::profile::remove(&self.stack[from..]);
+        }
+        self.stack.truncate(from);
+    }
+
+    /// Per site, with `pending` closures pending now: the busiest at the high-water mark first.
+    pub(crate) fn snapshot(&self, pending: usize) -> Vec<SiteStats> {
+        let now = &self.stack[self.stack.len() - pending..];
+        // Pending now beyond every earlier drain: the high-water mark is now.
+        let high_water_is_now = pending > self.high_water;
+        let mut sites: Vec<SiteStats> = self
+            .totals
+            .iter()
+            .map(|total| SiteStats {
+                location: total.location,
+                registered: total.consumed,
+                pending: 0,
+                pending_at_high_water: if high_water_is_now {
+                    0
+                } else {
+                    total.at_high_water
+                },
+            })
+            .collect();
+        for &site in now {
+            let index = match sites.iter().position(|s| s.location == site) {
+                Some(index) => index,
+                None => {
+                    sites.push(SiteStats {
+                        location: site,
+                        registered: 0,
+                        pending: 0,
+                        pending_at_high_water: 0,
+                    });
+                    sites.len() - 1
+                }
+            };
+            let stats = &mut sites[index];
+            stats.registered += 1;
+            stats.pending += 1;
+            if high_water_is_now {
+                stats.pending_at_high_water += 1;
+            }
+        }
+        sort_busiest_first(&mut sites);
+        sites
+    }
+
+    /// The site with the most of the top `pending` closures, and how many it has.
+    pub(crate) fn busiest(&self, pending: usize) -> Option<(&'static Location<'static>, usize)> {
+        let now = &self.stack[self.stack.len() - pending..];
+        let mut best: Option<(&'static Location<'static>, usize)> = None;
+        for &site in now {
+            // Quadratic in the number of distinct sites, which is small; this runs once, for a
+            // refused closure.
+            let count = now.iter().filter(|&&s| s == site).count();
+            if best.is_none_or(|(_, most)| count > most) {
+                best = Some((site, count));
+            }
+        }
+        best
+    }
+}
+
+/// The totals of `location`, added if it is new.
+fn total_of<'a>(
+    totals: &'a mut SmallVec<[Total; 2]>,
+    location: &'static Location<'static>,
+) -> &'a mut Total {
+    let index = match totals.iter().position(|t| t.location == location) {
+        Some(index) => index,
+        None => {
+            totals.push(Total {
+                location,
+                consumed: 0,
+                at_high_water: 0,
+            });
+            totals.len() - 1
+        }
+    };
+    &mut totals[index]
+}
+
+/// Orders sites by closures pending at the high-water mark, then by closures registered; ties
+/// keep their order (of first registration).
+pub(crate) fn sort_busiest_first(sites: &mut [SiteStats]) {
+    sites.sort_by(|a, b| {
+        (b.pending_at_high_water, b.registered).cmp(&(a.pending_at_high_water, a.registered))
+    });
+}
+
+/// Writes `sites` as a table, at most `rows` of them.
+pub(crate) fn write_table(
+    f: &mut fmt::Formatter<'_>,
+    sites: &[SiteStats],
+    rows: usize,
+) -> fmt::Result {
+    writeln!(
+        f,
+        "  {:>13} {:>10} {:>8}  site",
+        "at high water", "registered", "pending"
+    )?;
+    for site in sites.iter().take(rows) {
+        writeln!(
+            f,
+            "  {:>13} {:>10} {:>8}  {}",
+            site.pending_at_high_water, site.registered, site.pending, site.location
+        )?;
+    }
+    if sites.len() > rows {
+        writeln!(f, "  ... and {} more sites", sites.len() - rows)?;
+    }
+    Ok(())
+}
