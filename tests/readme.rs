@@ -164,10 +164,26 @@ fn what_is_in_the_crate() -> io::Result<()> {
     let mut s = Scope::with_stats();
     s.set_limit(n);
     s.track_stats();
+    s.defer(f);
+    assert_eq!(s.stats().unwrap().sites().len(), 1);
+    drop(s);
+    // Process-wide: other tests of this binary may add to the report, never take from it.
+    scoped_defer::profile::enable();
+    let s = Scope::with_stats();
+    s.defer(f);
+    let report = scoped_defer::profile::report();
+    assert!(
+        report
+            .sites()
+            .iter()
+            .any(|site| site.location.file() == file!())
+    );
+    scoped_defer::profile::disable();
+    drop(s);
     drop(SendScope::new());
     let s: Scope<'_, 32> = Scope::default();
     assert_eq!(s.capacity(), 32);
-    assert_eq!(ran.get(), 10);
+    assert_eq!(ran.get(), 12);
     Ok(())
 }
 
