@@ -34,8 +34,11 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
-/// Pending closures of profiled scopes, by site.
-static PENDING: Mutex<BTreeMap<&'static Location<'static>, usize>> = Mutex::new(BTreeMap::new());
+/// Pending closures of profiled scopes, by site. Keyed by the `Location`'s address, which is
+/// cheaper to compare than its file name; one line may have several addresses (one per
+/// codegen unit), which `report` merges.
+static PENDING: Mutex<BTreeMap<usize, (&'static Location<'static>, usize)>> =
+    Mutex::new(BTreeMap::new());
 
 /// Starts profiling: scopes with stats or a limit that start tracking from now on are counted.
 /// Scopes that were already tracking are not, so that every scope counted is counted whole.
@@ -59,15 +62,23 @@ pub fn is_enabled() -> bool {
 #[must_use]
 pub fn report() -> Profile {
     let mut sites: Vec<ProfiledSite> = table()
-        .iter()
-        .map(|(&location, &pending)| ProfiledSite { location, pending })
+        .values()
+        .map(|&(location, pending)| ProfiledSite { location, pending })
         .collect();
+    sites.sort_by_key(|site| site.location);
+    sites.dedup_by(|later, kept| {
+        let same = later.location == kept.location;
+        if same {
+            kept.pending += later.pending;
+        }
+        same
+    });
     // Stable: ties stay in file and line order.
     sites.sort_by_key(|site| core::cmp::Reverse(site.pending));
     Profile { sites }
 }
 
-fn table() -> MutexGuard<'static, BTreeMap<&'static Location<'static>, usize>> {
+fn table() -> MutexGuard<'static, BTreeMap<usize, (&'static Location<'static>, usize)>> {
     // The table is consistent after every operation: a panic elsewhere cannot break it.
     PENDING.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -75,20 +86,25 @@ fn table() -> MutexGuard<'static, BTreeMap<&'static Location<'static>, usize>> {
 pub(crate) fn add(sites: &[&'static Location<'static>]) {
     let mut table = table();
     for &site in sites {
-        *table.entry(site).or_insert(0) += 1;
+        table.entry(address(site)).or_insert((site, 0)).1 += 1;
     }
 }
 
 pub(crate) fn remove(sites: &[&'static Location<'static>]) {
     let mut table = table();
-    for site in sites {
-        if let Some(pending) = table.get_mut(site) {
+    for &site in sites {
+        let key = address(site);
+        if let Some((_, pending)) = table.get_mut(&key) {
             *pending -= 1;
             if *pending == 0 {
-                table.remove(site);
+                table.remove(&key);
             }
         }
     }
+}
+
+fn address(site: &'static Location<'static>) -> usize {
+    core::ptr::from_ref(site).addr()
 }
 
 /// A snapshot of the pending closures of every counted scope, by site. `Display` prints a
