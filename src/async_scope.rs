@@ -369,40 +369,43 @@ impl AsyncScope {
         let mut context = DrainContext::new(outcome);
         let mut panic = None;
         loop {
-            let step = catch_unwind(AssertUnwindSafe(|| self.arena.start_last(&mut context)));
-            let panicked = match step {
-                Ok(Step::Done) => break,
-                Ok(Step::Ran) => None,
-                Ok(Step::Await(started)) => {
-                    let site = started.site;
-                    let in_flight = self.in_flight.insert(started);
-                    let result = await_caught(in_flight.future.as_mut()).await;
-                    // A panicking drop of the finished future counts as its panic.
-                    // A panicking drop of the finished future counts as a panic too.
-                    let mut panicked =
-                        catch_unwind(AssertUnwindSafe(|| self.in_flight = None)).err();
-                    match result {
-                        Ok(Ok(())) => {}
-                        Ok(Err(error)) => {
-                            context.first_error_site.get_or_insert(site);
-                            context.errors.push(error);
-                        }
-                        Err(payload) => {
-                            if let Some(later) = panicked.replace(payload) {
-                                drop_payload(later);
-                            }
-                        }
-                    }
-                    panicked
-                }
-                Err(payload) => Some(payload),
+            let started = match self.start_next(&mut context, &mut panic) {
+                Step::Done => break,
+                Step::Ran => continue,
+                Step::Await(started) => started,
             };
-            if let Some(payload) = panicked {
-                context.panics += 1;
-                keep_first(&mut panic, payload);
+            let site = started.site;
+            let in_flight = self.in_flight.insert(started);
+            match await_caught(in_flight.future.as_mut()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    context.first_error_site.get_or_insert(site);
+                    context.errors.push(error);
+                }
+                Err(payload) => record_panic(&mut context, &mut panic, payload),
             }
+            // Nothing left to drop but the box: the wrapper made by `push_future` or
+            // `HeldAsync::start` drops the cleanup's own future when it completes, inside the
+            // caught poll.
+            self.in_flight = None;
         }
         Drained { context, panic }
+    }
+
+    /// Consumes the last pending cleanup: runs a sync closure (recording its panic), or
+    /// hands back the future of an async one.
+    fn start_next(
+        &mut self,
+        context: &mut DrainContext,
+        panic: &mut Option<Payload>,
+    ) -> Step<'static> {
+        match catch_unwind(AssertUnwindSafe(|| self.arena.start_last(context))) {
+            Ok(step) => step,
+            Err(payload) => {
+                record_panic(context, panic, payload);
+                Step::Ran
+            }
+        }
     }
 
     /// The cancellation path: runs the pending sync closures and hands over (or reports) the
@@ -412,14 +415,10 @@ impl AsyncScope {
         let mut futures: Vec<Started<'static>> = self.in_flight.take().into_iter().collect();
         let mut panic = None;
         loop {
-            match catch_unwind(AssertUnwindSafe(|| self.arena.start_last(&mut context))) {
-                Ok(Step::Done) => break,
-                Ok(Step::Ran) => {}
-                Ok(Step::Await(started)) => futures.push(started),
-                Err(payload) => {
-                    context.panics += 1;
-                    keep_first(&mut panic, payload);
-                }
+            match self.start_next(&mut context, &mut panic) {
+                Step::Done => break,
+                Step::Ran => {}
+                Step::Await(started) => futures.push(started),
             }
         }
         if !futures.is_empty() {
@@ -693,7 +692,9 @@ fn print_lost(context: &DrainContext, why: &str) {
     }
 }
 
-fn keep_first(first: &mut Option<Payload>, payload: Payload) {
+/// Counts a panic, for the outcome that later cleanups see, and keeps the first payload.
+fn record_panic(context: &mut DrainContext, first: &mut Option<Payload>, payload: Payload) {
+    context.panics += 1;
     match first {
         None => *first = Some(payload),
         Some(_) => drop_payload(payload),

@@ -231,3 +231,34 @@ fn registration_from_two_threads_lands_or_panics() {
     assert_eq!(ran.load(Ordering::Relaxed), landed);
     assert!(landed > 0);
 }
+
+/// A cleanup whose future panics when dropped after it completed: the panic is caught like
+/// one in its poll, and the other cleanups still run.
+#[test]
+fn a_cleanup_future_that_panics_on_drop_counts_as_a_panicking_cleanup() {
+    struct ReadyThenPanicOnDrop;
+    impl Future for ReadyThenPanicOnDrop {
+        type Output = ();
+        fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+            Poll::Ready(())
+        }
+    }
+    impl Drop for ReadyThenPanicOnDrop {
+        fn drop(&mut self) {
+            panic!("dropped after completing");
+        }
+    }
+    let log = Log::default();
+    let scope = AsyncScope::new();
+    let first = Arc::clone(&log);
+    scope.defer(move || first.lock().unwrap().push(1));
+    scope.defer_async(ReadyThenPanicOnDrop);
+    let last = Arc::clone(&log);
+    scope.defer_async(async move { last.lock().unwrap().push(3) });
+    let payload = panic::catch_unwind(AssertUnwindSafe(|| block_on(scope.finish()))).unwrap_err();
+    assert_eq!(
+        *payload.downcast_ref::<&str>().unwrap(),
+        "dropped after completing"
+    );
+    assert_eq!(*log.lock().unwrap(), [3, 1]);
+}
