@@ -394,6 +394,7 @@ impl AsyncScope {
 
     /// Consumes the last pending cleanup: runs a sync closure (recording its panic), or
     /// hands back the future of an async one.
+    #[inline]
     fn start_next(
         &mut self,
         context: &mut DrainContext,

@@ -93,11 +93,12 @@ impl Sites {
                 total.at_high_water = 0;
             }
         }
-        for &site in &self.stack[from..] {
-            let total = total_of(&mut self.totals, site);
-            total.consumed += 1;
+        // By runs of one site: a pile-up is one long run.
+        for run in self.stack[from..].chunk_by(|a, b| same_site(a, b)) {
+            let total = total_of(&mut self.totals, run[0]);
+            total.consumed += run.len() as u64;
             if new_high_water {
-                total.at_high_water += 1;
+                total.at_high_water += run.len();
             }
         }
         #[cfg(feature = "std")]
@@ -126,8 +127,9 @@ impl Sites {
                 },
             })
             .collect();
-        for &site in now {
-            let index = match sites.iter().position(|s| s.location == site) {
+        for run in now.chunk_by(|a, b| same_site(a, b)) {
+            let site = run[0];
+            let index = match sites.iter().position(|s| same_site(s.location, site)) {
                 Some(index) => index,
                 None => {
                     sites.push(SiteStats {
@@ -140,10 +142,10 @@ impl Sites {
                 }
             };
             let stats = &mut sites[index];
-            stats.registered += 1;
-            stats.pending += 1;
+            stats.registered += run.len() as u64;
+            stats.pending += run.len();
             if high_water_is_now {
-                stats.pending_at_high_water += 1;
+                stats.pending_at_high_water += run.len();
             }
         }
         sort_busiest_first(&mut sites);
@@ -166,12 +168,18 @@ impl Sites {
     }
 }
 
+/// Whether two locations are the same line: by address first, which is one comparison and
+/// almost always decides (a line can have several addresses, one per codegen unit).
+fn same_site(a: &'static Location<'static>, b: &'static Location<'static>) -> bool {
+    core::ptr::eq(a, b) || a == b
+}
+
 /// The totals of `location`, added if it is new.
 fn total_of<'a>(
     totals: &'a mut SmallVec<[Total; 2]>,
     location: &'static Location<'static>,
 ) -> &'a mut Total {
-    let index = match totals.iter().position(|t| t.location == location) {
+    let index = match totals.iter().position(|t| same_site(t.location, location)) {
         Some(index) => index,
         None => {
             totals.push(Total {
