@@ -71,7 +71,8 @@
 //!   [`ScopeError`], both convertible into `io::Error`), or handed to an
 //!   [error handler](Scope::set_error_handler). Cleanups that depend on the outcome
 //!   ([`defer_on_error`](Scope::defer_on_error), [`defer_on_success`](Scope::defer_on_success)).
-//! - [`Scope::with_limit`] and [`Stats`]: stop or measure closures that pile up.
+//! - [`Scope::with_limit`] and [`Stats`]: stop or measure closures that pile up, and find the
+//!   line that piles them up ([`Stats::sites`]; [`profile`] across every scope and thread).
 //! - [`SendScope`]: a scope for `Send` closures that is itself `Send`.
 //! - [`async_scope`], [`try_async_scope`] and [`AsyncScope`]: cleanups that are awaited, last
 //!   registered first, on every exit ([`defer_async`](AsyncScope::defer_async),

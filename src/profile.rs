@@ -53,8 +53,7 @@ pub fn disable() {
 }
 
 /// Whether [`enable`] was called (and [`disable`] not since).
-#[must_use]
-pub fn is_enabled() -> bool {
+pub(crate) fn is_enabled() -> bool {
     ENABLED.load(Ordering::Relaxed)
 }
 
