@@ -423,7 +423,7 @@ impl AsyncScope {
             }
         }
         if !futures.is_empty() {
-            self.detach(futures);
+            detach(futures);
         }
         if let Some(payload) = panic {
             if std::thread::panicking() {
@@ -432,20 +432,6 @@ impl AsyncScope {
                 resume_unwind(payload);
             }
         }
-    }
-
-    #[cfg(feature = "tokio")]
-    fn detach(&self, futures: Vec<Started<'static>>) {
-        if tokio::runtime::Handle::try_current().is_ok() {
-            spawn_detached(futures);
-        } else {
-            abandon(futures);
-        }
-    }
-
-    #[cfg(not(feature = "tokio"))]
-    fn detach(&self, futures: Vec<Started<'static>>) {
-        abandon(futures);
     }
 }
 
@@ -718,6 +704,16 @@ async fn await_caught<F: Future + ?Sized>(mut future: Pin<&mut F>) -> Result<F::
 #[track_caller]
 fn concurrent_registration() -> ! {
     panic!("two threads registered cleanups on one AsyncScope at the same moment")
+}
+
+/// Hands the futures of a cancelled scope to the runtime if there is one to spawn them on,
+/// else reports and drops them.
+fn detach(futures: Vec<Started<'static>>) {
+    #[cfg(feature = "tokio")]
+    if tokio::runtime::Handle::try_current().is_ok() {
+        return spawn_detached(futures);
+    }
+    abandon(futures);
 }
 
 /// Reports futures that nobody will await, last first, with where each was registered.

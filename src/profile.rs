@@ -168,3 +168,29 @@ impl fmt::Display for Profile {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use alloc::boxed::Box;
+    use core::panic::Location;
+
+    use super::{add, remove, report};
+
+    /// One line can have two `Location`s at two addresses (one per codegen unit); the report
+    /// shows it once. The only test of this binary that touches the table.
+    #[test]
+    fn a_line_with_two_addresses_is_reported_once() {
+        let here: &'static Location<'static> = Location::caller();
+        let copy: &'static Location<'static> = Box::leak(Box::new(*here));
+        assert!(!core::ptr::eq(here, copy));
+        add(&[here, here, copy]);
+        let profile = report();
+        assert_eq!(profile.sites().len(), 1);
+        assert_eq!(
+            (profile.sites()[0].location, profile.sites()[0].pending),
+            (here, 3)
+        );
+        remove(&[here, here, copy]);
+        assert!(report().sites().is_empty());
+    }
+}

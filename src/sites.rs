@@ -32,11 +32,11 @@ pub struct SiteStats {
 }
 
 /// The bookkeeping behind [`SiteStats`], kept by scopes with stats or a limit.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Sites {
     /// The site of every closure in the scope's storage, in registration order. The top
     /// `len()` entries are the scope's pending closures; any below them belong to closures a
-    /// loop has set aside, which come back on top of nothing.
+    /// loop has set aside, and are the top again once the loop puts them back.
     stack: SmallVec<[&'static Location<'static>; INLINE_SITES]>,
     /// Per site, in order of first registration: closures consumed (run, dismissed or taken),
     /// and how many were pending at `high_water`.
@@ -223,4 +223,29 @@ pub(crate) fn write_table(
         writeln!(f, "  ... and {} more sites", sites.len() - rows)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use alloc::boxed::Box;
+    use core::panic::Location;
+
+    use super::Sites;
+
+    /// One line can have two `Location`s at two addresses (one per codegen unit): it is still
+    /// one site.
+    #[test]
+    fn a_line_with_two_addresses_is_one_site() {
+        let here: &'static Location<'static> = Location::caller();
+        let copy: &'static Location<'static> = Box::leak(Box::new(*here));
+        let mut sites = Sites::new(0, here);
+        sites.registered(here);
+        sites.registered(copy);
+        sites.registered(here);
+        assert_eq!(sites.busiest(3), Some((here, 3)));
+        sites.consumed(2);
+        let stats = sites.snapshot(1);
+        assert_eq!(stats.len(), 1);
+        assert_eq!((stats[0].registered, stats[0].pending), (3, 1));
+    }
 }

@@ -289,45 +289,116 @@ async fn a_failed_sync_all_reaches_the_caller() {
     assert_eq!(write_to(path.to_str().unwrap()).await.unwrap(), 0);
 }
 
-/// A manual scope dropped before `finish`: its sync closures run at once, its futures are
-/// dropped without being awaited, and each is reported with the line that registered it.
-/// The report goes to standard error, so the test runs itself as a child process to read it.
-#[test]
-fn a_dropped_scope_reports_the_futures_it_could_not_await() {
-    const CHILD: &str = "SCOPED_DEFER_ABANDON_CHILD";
-    if std::env::var_os(CHILD).is_some() {
-        let log = Log::default();
-        let scope = AsyncScope::new();
-        let line = line!() + 1;
-        scope.defer_async(log.later("never awaited"));
-        let for_sync = log.clone();
-        scope.defer(move || for_sync.push("ran at once"));
-        drop(scope);
-        assert_eq!(log.all(), ["ran at once"]);
-        eprintln!("registered on line {line}");
-        return;
-    }
+/// What the crate prints on standard error cannot be captured in-process, so these tests run
+/// this binary again as a child, with `CHILD` naming the scenario, and read its stderr. The
+/// child prints "site: LINE" for the line whose report it expects.
+const CHILD: &str = "SCOPED_DEFER_STDERR_SCENARIO";
+
+/// Runs `test` in a child process for `scenario`; returns its stderr and the site it names.
+fn stderr_of(test: &str, scenario: &str) -> (String, String) {
     let output = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "a_dropped_scope_reports_the_futures_it_could_not_await",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD, "1")
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(CHILD, scenario)
         .output()
         .unwrap();
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(output.status.success(), "the child failed: {stderr}");
     let line = stderr
         .lines()
-        .find_map(|l| l.strip_prefix("registered on line "))
-        .expect("the child ran the scope");
-    let site = format!("tests/async_scope.rs:{line}:");
+        .find_map(|l| l.strip_prefix("site: "))
+        .expect("the child ran its scenario")
+        .to_owned();
+    (stderr.clone(), format!("tests/async_scope.rs:{line}:"))
+}
+
+/// A manual scope dropped before `finish`: its sync closures run at once, its futures are
+/// dropped without being awaited, and each is reported with the line that registered it.
+#[test]
+fn a_dropped_scope_reports_the_futures_it_could_not_await() {
+    if std::env::var_os(CHILD).is_some() {
+        let log = Log::default();
+        let scope = AsyncScope::new();
+        eprintln!("site: {}", line!() + 1);
+        scope.defer_async(log.later("never awaited"));
+        let for_sync = log.clone();
+        scope.defer(move || for_sync.push("ran at once"));
+        drop(scope);
+        assert_eq!(log.all(), ["ran at once"]);
+        return;
+    }
+    let (stderr, site) = stderr_of(
+        "a_dropped_scope_reports_the_futures_it_could_not_await",
+        "1",
+    );
     assert!(
         stderr.contains(&site) && stderr.contains("dropped without being awaited"),
         "no report naming {site}: {stderr}"
     );
+}
+
+/// A body that panics keeps the cleanups' errors from being returned: they are printed.
+#[test]
+fn cleanup_errors_lost_to_a_body_panic_are_printed() {
+    if std::env::var_os(CHILD).is_some() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            runtime.block_on(try_async_scope(async |s| -> io::Result<()> {
+                eprintln!("site: {}", line!() + 1);
+                s.defer_async_fallible(async { Err::<(), _>("flush failed") });
+                panic!("body failed")
+            }))
+        }));
+        assert!(panicked.is_err());
+        return;
+    }
+    let (stderr, site) = stderr_of("cleanup_errors_lost_to_a_body_panic_are_printed", "1");
+    assert!(
+        stderr.contains("async cleanup errors lost because the body panicked: flush failed")
+            && stderr.contains(&site),
+        "{stderr}"
+    );
+}
+
+/// A cancelled scope's spawned task that the runtime drops before it runs (a shutdown)
+/// reports the futures it never awaited.
+#[cfg(feature = "tokio")]
+#[test]
+fn a_spawned_task_dropped_by_a_shutdown_reports_its_futures() {
+    if std::env::var_os(CHILD).is_some() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let mut scope = Box::pin(async_scope(async |s| {
+                eprintln!("site: {}", line!() + 1);
+                s.defer_async(async {});
+                std::future::pending::<()>().await;
+            }));
+            let waker = std::task::Waker::noop();
+            let polled = scope
+                .as_mut()
+                .poll(&mut std::task::Context::from_waker(waker));
+            assert!(polled.is_pending());
+            drop(scope); // cancelled: the cleanup is spawned, not yet run
+        });
+        drop(runtime); // shut down before the spawned task ran
+        return;
+    }
+    let (stderr, site) = stderr_of(
+        "a_spawned_task_dropped_by_a_shutdown_reports_its_futures",
+        "1",
+    );
+    assert!(
+        stderr.contains(&site) && stderr.contains("dropped without being awaited"),
+        "no report naming {site}: {stderr}"
+    );
+}
+
+#[test]
+fn debug_names_the_type() {
+    assert_eq!(format!("{:?}", AsyncScope::new()), "AsyncScope { .. }");
 }
 
 /// With the `tokio` feature, a cancelled `async_scope` spawns its pending futures: they

@@ -222,4 +222,61 @@ fn stats_display_lists_the_busiest_sites_first() {
         "{top}"
     );
     let _: &Location<'static> = scope.stats().unwrap().sites()[1].location;
+    // Five sites at most, then how many more.
+    let sites = |count: usize| {
+        let scope = Scope::with_stats();
+        // Seven lines, one closure each.
+        let lines: [fn(&Scope<'_>); 7] = [
+            |s| s.defer(|| ()),
+            |s| s.defer(|| ()),
+            |s| s.defer(|| ()),
+            |s| s.defer(|| ()),
+            |s| s.defer(|| ()),
+            |s| s.defer(|| ()),
+            |s| s.defer(|| ()),
+        ];
+        for register in &lines[..count] {
+            register(&scope);
+        }
+        scope.stats().unwrap().to_string()
+    };
+    assert!(!sites(5).contains("more sites"), "{}", sites(5));
+    assert!(
+        sites(6).ends_with("  ... and 1 more sites\n"),
+        "{}",
+        sites(6)
+    );
+    assert!(
+        sites(7).ends_with("  ... and 2 more sites\n"),
+        "{}",
+        sites(7)
+    );
+}
+
+#[test]
+fn the_first_time_the_high_water_mark_is_reached_is_the_one_described() {
+    let mut scope = Scope::with_stats();
+    let first = line!() + 2;
+    for _ in 0..2 {
+        scope.defer(|| ());
+    }
+    scope.run_now();
+    let second = line!() + 2;
+    for _ in 0..2 {
+        scope.defer(|| ());
+    }
+    scope.run_now();
+    assert_eq!(
+        rows(&scope.stats().unwrap()),
+        [(first, 2, 0, 2), (second, 2, 0, 0)]
+    );
+    // Pending now, as many as the mark: still the first.
+    let third = line!() + 2;
+    for _ in 0..2 {
+        scope.defer(|| ());
+    }
+    assert_eq!(
+        rows(&scope.stats().unwrap()),
+        [(first, 2, 0, 2), (second, 2, 0, 0), (third, 2, 2, 0)]
+    );
 }
