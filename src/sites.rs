@@ -155,16 +155,18 @@ impl Sites {
     /// The site with the most of the top `pending` closures, and how many it has.
     pub(crate) fn busiest(&self, pending: usize) -> Option<(&'static Location<'static>, usize)> {
         let now = &self.stack[self.stack.len() - pending..];
-        let mut best: Option<(&'static Location<'static>, usize)> = None;
-        for &site in now {
-            // Quadratic in the number of distinct sites, which is small; this runs once, for a
-            // refused closure.
-            let count = now.iter().filter(|&&s| s == site).count();
-            if best.is_none_or(|(_, most)| count > most) {
-                best = Some((site, count));
+        // Counted by runs, per distinct line: linear in the pending closures.
+        let mut counts: SmallVec<[(&'static Location<'static>, usize); 4]> = SmallVec::new();
+        for run in now.chunk_by(|a, b| same_site(a, b)) {
+            match counts.iter_mut().find(|(site, _)| same_site(site, run[0])) {
+                Some((_, count)) => *count += run.len(),
+                None => counts.push((run[0], run.len())),
             }
         }
-        best
+        // The most; of equals, the line registered first.
+        counts
+            .into_iter()
+            .reduce(|best, next| if next.1 > best.1 { next } else { best })
     }
 }
 

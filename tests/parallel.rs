@@ -308,15 +308,27 @@ fn closures_need_not_be_send() {
 fn stats_add_up_over_workers() {
     on_both_pools(|_| {
         let mut stats = Stats::default();
+        let (pile, once) = (line!() + 3, line!() + 5);
         par_for_each_scoped_in(&mut stats, 0..100, |s, i| {
             for _ in 0..i % 5 {
                 s.defer(|| ());
             }
+            s.defer(|| ());
         });
         let expected: u64 = (0..100).map(|i| i % 5).sum();
-        assert_eq!((stats.registered, stats.ran), (expected, expected));
-        assert_eq!(stats.high_water, 4, "the largest item, not a sum");
+        assert_eq!(
+            (stats.registered, stats.ran),
+            (expected + 100, expected + 100)
+        );
+        assert_eq!(stats.high_water, 5, "the largest item, not a sum");
         assert_eq!(stats.pending, 0);
+        // The sites of all workers, merged by line: the largest item's composition.
+        let sites: Vec<_> = stats
+            .sites()
+            .iter()
+            .map(|s| (s.location.line(), s.registered, s.pending_at_high_water))
+            .collect();
+        assert_eq!(sites, [(pile, expected, 4), (once, 100, 1)]);
 
         // Every kind of count adds up: dismissed, taken, refused, spilled and its heap.
         let mut stats = Stats::default();

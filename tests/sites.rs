@@ -195,6 +195,30 @@ fn the_limit_names_the_line_that_piles_up_and_the_refused_one() {
     assert_eq!(error.site().line(), line!() - 1);
     let (busiest, count) = error.busiest_site().unwrap();
     assert_eq!((busiest.line(), count), (pile, 2));
+
+    // Of lines with as many pending, the one registered first.
+    let tied = Scope::with_limit(4);
+    let first = line!() + 2;
+    for _ in 0..2 {
+        tied.defer(|| ());
+    }
+    for _ in 0..2 {
+        tied.defer(|| ());
+    }
+    let (busiest, count) = tied.try_defer(|| ()).unwrap_err().busiest_site().unwrap();
+    assert_eq!((busiest.line(), count), (first, 2));
+    // Interleaved, a line's closures are counted together.
+    let mixed = Scope::with_limit(5);
+    let spread = line!() + 3;
+    for i in 0..5 {
+        if i % 2 == 0 {
+            mixed.defer(|| ());
+        } else {
+            mixed.defer(|| ());
+        }
+    }
+    let (busiest, count) = mixed.try_defer(|| ()).unwrap_err().busiest_site().unwrap();
+    assert_eq!((busiest.line(), count), (spread, 3));
 }
 
 #[test]
