@@ -229,7 +229,6 @@ pub(crate) fn write_table(
 
 #[cfg(test)]
 mod tests {
-    use alloc::boxed::Box;
     use core::panic::Location;
 
     use super::Sites;
@@ -238,8 +237,10 @@ mod tests {
     /// one site.
     #[test]
     fn a_line_with_two_addresses_is_one_site() {
-        let here: &'static Location<'static> = Location::caller();
-        let copy: &'static Location<'static> = Box::leak(Box::new(*here));
+        // Two statics with one value: one line at two addresses.
+        static HERE: Location<'static> = *Location::caller();
+        static COPY: Location<'static> = HERE;
+        let (here, copy) = (&HERE, &COPY);
         let mut sites = Sites::new(0, here);
         sites.registered(here);
         sites.registered(copy);
