@@ -311,6 +311,16 @@ fn stderr_of(test: &str, scenario: &str) -> (String, String) {
     (stderr.clone(), format!("tests/async_scope.rs:{line}:"))
 }
 
+/// Runs `test`'s child and checks that it reported a future dropped without being awaited,
+/// naming the line that registered it.
+fn assert_reported_unawaited(test: &str) {
+    let (stderr, site) = stderr_of(test, "1");
+    assert!(
+        stderr.contains(&site) && stderr.contains("dropped without being awaited"),
+        "no report naming {site}: {stderr}"
+    );
+}
+
 /// A manual scope dropped before `finish`: its sync closures run at once, its futures are
 /// dropped without being awaited, and each is reported with the line that registered it.
 #[test]
@@ -326,14 +336,7 @@ fn a_dropped_scope_reports_the_futures_it_could_not_await() {
         assert_eq!(log.all(), ["ran at once"]);
         return;
     }
-    let (stderr, site) = stderr_of(
-        "a_dropped_scope_reports_the_futures_it_could_not_await",
-        "1",
-    );
-    assert!(
-        stderr.contains(&site) && stderr.contains("dropped without being awaited"),
-        "no report naming {site}: {stderr}"
-    );
+    assert_reported_unawaited("a_dropped_scope_reports_the_futures_it_could_not_await");
 }
 
 /// A body that panics keeps the cleanups' errors from being returned: they are printed.
@@ -386,14 +389,7 @@ fn a_spawned_task_dropped_by_a_shutdown_reports_its_futures() {
         drop(runtime); // shut down before the spawned task ran
         return;
     }
-    let (stderr, site) = stderr_of(
-        "a_spawned_task_dropped_by_a_shutdown_reports_its_futures",
-        "1",
-    );
-    assert!(
-        stderr.contains(&site) && stderr.contains("dropped without being awaited"),
-        "no report naming {site}: {stderr}"
-    );
+    assert_reported_unawaited("a_spawned_task_dropped_by_a_shutdown_reports_its_futures");
 }
 
 #[test]
