@@ -5,6 +5,7 @@ use alloc::boxed::Box;
 use core::cell::{Cell, RefCell};
 use core::fmt;
 use core::marker::PhantomData;
+use core::mem::ManuallyDrop;
 use core::panic::Location;
 use core::ptr::NonNull;
 
@@ -103,7 +104,9 @@ use crate::stats::{Counters, Stats};
 /// [`run_now`]: Scope::run_now
 pub struct Scope<'env, const N: usize = 8> {
     /// The closures, and what only some scopes need (allocated the first time one does).
-    pub(crate) arena: Arena<'env, N, Extras<'env>>,
+    /// Released by the scope's own `drop`, so that the drop glue around it is the inlined test
+    /// and nothing else.
+    pub(crate) arena: ManuallyDrop<Arena<'env, N, Extras<'env>>>,
 }
 
 static_assertions::assert_not_impl_any!(Scope<'static>: Send, Sync);
@@ -875,7 +878,7 @@ impl<'env, const N: usize> Scope<'env, N> {
             moved
         });
         let taken = Scope {
-            arena: self.arena.take(),
+            arena: ManuallyDrop::new(self.arena.take()),
         };
         if let Some(extras) = moved {
             taken.arena.extras_or_insert_with(|| extras);
@@ -891,7 +894,7 @@ impl<'env, const N: usize> Scope<'env, N> {
             #[cfg(feature = "std")]
             extras.panic_state.set(moved.panic_state.get());
         }
-        let arena = core::mem::replace(&mut earlier.arena, Arena::new());
+        let arena = core::mem::replace(&mut *earlier.arena, Arena::new());
         self.arena.put_back(arena);
     }
 }
@@ -932,7 +935,7 @@ impl<const N: usize> Default for Scope<'_, N> {
     #[inline]
     fn default() -> Self {
         Scope {
-            arena: Arena::new(),
+            arena: ManuallyDrop::new(Arena::new()),
         }
     }
 }
@@ -948,23 +951,12 @@ impl<const N: usize> Drop for Scope<'_, N> {
     }
 }
 
-/// Whether the thread is unwinding, where a panicking cleanup would abort.
-#[inline(always)]
-fn panicking() -> bool {
-    #[cfg(feature = "std")]
-    return std::thread::panicking();
-    #[cfg(not(feature = "std"))]
-    return false;
-}
-
 impl<const N: usize> Scope<'_, N> {
     /// Out of line, so that dropping a scope stays one test where it is inlined.
     #[inline(never)]
     fn drop_pending(&mut self) {
-        // The common case first: every closure plain and inline, and no unwind in progress.
-        if self.arena.holds_only_inline() && !panicking() {
-            self.arena.run_all();
-        } else {
+        // The common case first: every closure plain and in an inline slot.
+        if !self.arena.run_if_only_inline() {
             self.drop_slow();
         }
     }
@@ -972,6 +964,12 @@ impl<const N: usize> Scope<'_, N> {
     #[cold]
     #[inline(never)]
     fn drop_slow(&mut self) {
+        // The storage is released however the closures end.
+        let mut this = scopeguard::guard(self, |scope| scope.arena.release());
+        this.drain_on_drop();
+    }
+
+    fn drain_on_drop(&mut self) {
         if self.arena.has_extras() {
             return self.drop_with_extras();
         }
@@ -1032,30 +1030,4 @@ pub fn scope<'env, R>(f: impl FnOnce(&mut Scope<'env>) -> R) -> R {
     // destructor from an unwind: the first panic of a closure always resumes.
     scope.run_now();
     result
-}
-
-#[cfg(all(test, feature = "std"))]
-mod tests {
-    /// `panicking` steers `drop` to its fast path; the slow path would do the same, so only
-    /// this checks it.
-    #[test]
-    fn panicking_is_true_only_during_an_unwind() {
-        struct Check(std::sync::mpsc::Sender<bool>);
-        impl Drop for Check {
-            fn drop(&mut self) {
-                self.0.send(super::panicking()).unwrap();
-            }
-        }
-        assert!(!super::panicking());
-        let (sender, receiver) = std::sync::mpsc::channel();
-        let result = std::panic::catch_unwind(move || {
-            let _check = Check(sender);
-            panic!("unwinding");
-        });
-        assert!(result.is_err());
-        assert!(
-            receiver.recv().unwrap(),
-            "inside a destructor run by the unwind"
-        );
-    }
 }

@@ -30,18 +30,17 @@ pub(crate) struct Run<'a> {
 }
 
 impl<'a> Run<'a> {
-    /// Takes ownership of the first `len` slots from `base`.
+    /// Takes ownership of the slots from `base` up to `end`.
     ///
     /// # Safety
-    /// `base[..len]` must be initialised slots that the caller will neither read nor drop
-    /// again (typically it has just set its length to zero), and the memory must stay valid
-    /// and unaliased for `'a`.
+    /// `base..end` must be initialised slots in one allocation, which the caller will neither
+    /// read nor drop again (typically it has just set its length to zero), and the memory must
+    /// stay valid and unaliased for `'a`.
     #[inline(always)]
-    pub(crate) unsafe fn new(base: *mut Slot, len: usize, mode: Mode) -> Self {
+    pub(crate) unsafe fn new(base: *mut Slot, end: *mut Slot, mode: Mode) -> Self {
         Run {
             base,
-            // SAFETY: the caller guarantees `base[..len]` lies in one allocation.
-            end: unsafe { base.add(len) },
+            end,
             mode,
             _slots: PhantomData,
         }
@@ -70,6 +69,29 @@ impl<'a> Run<'a> {
         }
         // Nothing is left for the drop guard to finish.
         mem::forget(self);
+    }
+
+    /// Consumes every slot, last first. If a closure panics, the panic propagates with the
+    /// slots after it left in the run, for its drop (or [`finish_caught`]) to consume.
+    #[inline(always)]
+    pub(crate) fn consume(&mut self) {
+        let (base, mode) = (self.base, self.mode);
+        let mut end = self.end;
+        if end == base {
+            return;
+        }
+        loop {
+            // SAFETY: as in `consume_all`; `self.end` is updated before each closure runs, so
+            // that a panic leaves exactly the slots not yet consumed.
+            unsafe {
+                end = end.sub(1);
+                self.end = end;
+                Slot::consume_in_place(end, mode);
+            }
+            if end == base {
+                break;
+            }
+        }
     }
 
     /// Consumes every slot, last first, catching every panic. Returns the first payload; later
@@ -248,8 +270,8 @@ impl<'a> Runs<'a> {
             Next::Done => return None,
         };
         // SAFETY: by the invariant these slots are ours, and moving `next` past them hands
-        // them to the run alone.
-        Some(unsafe { Run::new(base, len, self.mode) })
+        // them to the run alone; they lie in one allocation.
+        Some(unsafe { Run::new(base, base.add(len), self.mode) })
     }
 
     /// As [`Run::consume_all`], run after run.
@@ -290,6 +312,30 @@ impl Drop for Runs<'_> {
             };
             finish_quietly(rest);
         }
+    }
+}
+
+/// Consumes the rest of `run`, whose closure panicked with `payload`, then resumes that panic
+/// unless the thread was already unwinding when the drain began (a panic escaping a drop then
+/// would abort): then it is dropped.
+#[cfg(feature = "std")]
+#[cold]
+#[inline(never)]
+pub(crate) fn finish_caught(run: Run<'_>, payload: Payload) {
+    drop(run);
+    resume_unless_unwinding(payload);
+}
+
+/// Resumes a panic caught from a drain, unless the thread was already unwinding when the drain
+/// began (a panic escaping a drop then would abort): then it is dropped.
+#[cfg(feature = "std")]
+#[cold]
+#[inline(never)]
+pub(crate) fn resume_unless_unwinding(payload: Payload) {
+    if std::thread::panicking() {
+        drop_payload(payload);
+    } else {
+        std::panic::resume_unwind(payload);
     }
 }
 

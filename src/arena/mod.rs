@@ -37,30 +37,35 @@ use drain::{Run, Runs};
 use segment::Segment;
 use slot::{Mode, Slot};
 
-/// Marks, in [`Arena::len`]'s word, that the arena has extras.
+/// Marks, in the arena's `used` word, that the arena has extras.
 const EXTRAS: usize = 1 << (usize::BITS - 1);
+
+/// The bytes of one slot: lengths are kept in bytes, so that a slot's address is a base plus a
+/// length, with no multiplication on the hot paths.
+const SLOT: usize = mem::size_of::<Slot>();
 
 /// The pending closures of one scope, in registration order, and optionally a boxed `X` with
 /// what only some scopes need (limits, stats, error handling).
 pub(crate) struct Arena<'env, const N: usize, X> {
-    /// The first `N` slots. Invariant: with `count = len & !EXTRAS`, slots
+    /// The first `N` slots. Invariant: with `count` pending closures (see `used`), slots
     /// `0..min(count, N)` are initialised, and each owns a closure that has been neither run
     /// nor dropped.
     inline: UnsafeCell<[MaybeUninit<Slot>; N]>,
-    /// The number of pending closures, with the `EXTRAS` flag set if `extras` is set: the
-    /// flag makes every scope with extras fail both of the fast path's tests, so that the
-    /// slow path alone deals with limits, without a test of its own on the fast path.
+    /// `count * SLOT`, for `count` pending closures, with the `EXTRAS` flag set if `extras` is
+    /// set: the flag makes every scope with extras fail both of the fast path's tests, so that
+    /// the slow path alone deals with limits, without a test of its own on the fast path.
     ///
     /// Invariant: if `count > N`, `current` holds index `count - 1`, and every slot from `N`
     /// to `count` (across the segments up to `current`) is initialised as above.
-    len: Cell<usize>,
-    /// Zero if the arena has no segment; otherwise the index one past `current`'s last slot.
+    used: Cell<usize>,
+    /// Zero if the arena has no segment; otherwise `SLOT` times the index one past `current`'s
+    /// last slot.
     heap_end: Cell<usize>,
     // The fields below are initialised only when they are needed, so that creating a scope
     // writes two words and dropping an unused one reads the same two.
     /// Initialised when `heap_end != 0`: where `current`'s slot of index `i` is, for `i` in
-    /// its range: `heap_base + i`, computed with wrapping arithmetic (the base itself may lie
-    /// outside the segment).
+    /// its range: `i * SLOT` bytes past `heap_base`, computed with wrapping arithmetic (the
+    /// base itself may lie outside the segment).
     heap_base: Cell<MaybeUninit<*mut Slot>>,
     /// Initialised when `heap_end != 0`: the segment being filled; the first one whenever
     /// `count <= N`.
@@ -93,7 +98,7 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
     pub(crate) fn new() -> Self {
         Arena {
             inline: UnsafeCell::new([const { MaybeUninit::uninit() }; N]),
-            len: Cell::new(0),
+            used: Cell::new(0),
             heap_end: Cell::new(0),
             heap_base: Cell::new(MaybeUninit::uninit()),
             current: Cell::new(MaybeUninit::uninit()),
@@ -119,23 +124,26 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
         deferred: D,
         admit: impl FnOnce(&Self) -> bool,
     ) -> Option<NonNull<D>> {
-        let len = self.len.get();
+        let used = self.used.get();
         // Inline first, without looking at the heap fields: a scope that stays inline never
-        // loads them. A set `EXTRAS` flag makes `len` fail both tests.
-        let slot = if len < N {
-            // SAFETY: `len < N`: within the inline array.
-            unsafe { self.inline_slots().add(len) }
-        } else if len < self.heap_end.get() {
-            // `len` lies in `current`'s range, where `heap_base + len` is in bounds.
-            self.heap_base().wrapping_add(len)
-        } else {
-            return self.push_slow(deferred, admit);
-        };
-        // SAFETY: slot `len` is free (the invariant covers only the slots before it) and no
-        // reference to it exists; the new length makes the arena its owner.
-        let stored = unsafe { Slot::write(slot, deferred) };
-        self.len.set(len + 1);
-        Some(stored)
+        // loads them. A set `EXTRAS` flag makes `used` fail both tests.
+        if used < N * SLOT {
+            // SAFETY: the first free slot, within the inline array (the invariant covers only
+            // the slots before it), to which no reference exists; the new length makes the
+            // arena its owner.
+            let stored = unsafe { Slot::write(self.inline_slots().byte_add(used), deferred) };
+            self.used.set(used + SLOT);
+            return Some(stored);
+        }
+        if used < self.heap_end.get() {
+            // In `current`'s range, where the slot is in bounds.
+            let slot = self.heap_base().wrapping_byte_add(used);
+            // SAFETY: as above, in a segment.
+            let stored = unsafe { Slot::write(slot, deferred) };
+            self.used.set(used + SLOT);
+            return Some(stored);
+        }
+        self.push_slow(deferred, admit)
     }
 
     #[cold]
@@ -148,12 +156,11 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
         if !admit(self) {
             return None;
         }
-        let len = self.len.get();
-        let slot = self.free_slot(len & !EXTRAS);
+        let slot = self.free_slot(self.len());
         // SAFETY: as in `push`.
         let stored = unsafe { Slot::write(slot, deferred) };
         // The flag, if any, is unchanged by the increment.
-        self.len.set(len + 1);
+        self.used.set(self.used.get() + SLOT);
         Some(stored)
     }
 
@@ -164,7 +171,7 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
             // SAFETY: within the inline array.
             return unsafe { self.inline_slots().add(count) };
         }
-        if count >= self.heap_end.get() {
+        if count * SLOT >= self.heap_end.get() {
             // `current` is full, or there is no segment yet (then `count == N`).
             let next = match self.current() {
                 // SAFETY: `current` is live; a kept segment after it starts at `count`.
@@ -175,7 +182,7 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
             };
             self.enter(next);
         }
-        self.heap_base().wrapping_add(count)
+        self.heap_base().wrapping_byte_add(count * SLOT)
     }
 
     /// See the field.
@@ -210,8 +217,8 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
         // SAFETY: as above.
         let slots = unsafe { Segment::slots(segment) };
         self.heap_base
-            .set(MaybeUninit::new(slots.wrapping_sub(start)));
-        self.heap_end.set(start + capacity);
+            .set(MaybeUninit::new(slots.wrapping_byte_sub(start * SLOT)));
+        self.heap_end.set((start + capacity) * SLOT);
     }
 
     /// The arena's first segment, if any.
@@ -238,7 +245,7 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
     /// The number of pending closures.
     #[inline(always)]
     pub(crate) fn len(&self) -> usize {
-        self.len.get() & !EXTRAS
+        (self.used.get() & !EXTRAS) / SLOT
     }
 
     /// How many closures can be pending without allocating: the inline slots and every
@@ -247,17 +254,10 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
         N + self.segment_capacities().sum::<usize>()
     }
 
-    /// Whether the arena holds at least one closure, all of them inline, and no extras.
-    #[inline(always)]
-    pub(crate) fn holds_only_inline(&self) -> bool {
-        // Wrapping: zero becomes `usize::MAX`, and the flag keeps `len` past `N` too.
-        self.len.get().wrapping_sub(1) < N
-    }
-
     /// Whether the arena holds nothing to run or free: no closure, segment or extras.
     #[inline(always)]
     pub(crate) fn is_unused(&self) -> bool {
-        (self.len.get() | self.heap_end.get()) == 0
+        (self.used.get() | self.heap_end.get()) == 0
     }
 
     /// Whether the arena has grown into the heap.
@@ -274,7 +274,7 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
     /// Whether the arena has extras: one bit test, for the hot paths.
     #[inline(always)]
     pub(crate) fn has_extras(&self) -> bool {
-        self.len.get() & EXTRAS != 0
+        self.used.get() & EXTRAS != 0
     }
 
     /// The extras, if any.
@@ -299,7 +299,7 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
             let extras = NonNull::from(Box::leak(Box::new(make())));
             self.extras.set(MaybeUninit::new(extras));
             // The flag is clear: adding it sets it.
-            self.len.set(self.len.get() + EXTRAS);
+            self.used.set(self.used.get() + EXTRAS);
         }
         self.extras().expect("just set")
     }
@@ -324,10 +324,10 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
     fn swap_storage(&mut self, other: &mut Self) {
         // Moving the slots is fine here: `&mut` means none of them is lent out.
         mem::swap(self, other);
-        let (mine, theirs) = (other.len.get() & EXTRAS, self.len.get() & EXTRAS);
-        // `len()` has the flag clear: adding a flag (or zero) sets it as the owner's was.
-        self.len.set(self.len() + mine);
-        other.len.set(other.len() + theirs);
+        let (mine, theirs) = (other.used.get() & EXTRAS, self.used.get() & EXTRAS);
+        // With the flag cleared, adding a flag (or zero) sets it as the owner's was.
+        self.used.set((self.used.get() & !EXTRAS) + mine);
+        other.used.set((other.used.get() & !EXTRAS) + theirs);
         self.extras.swap(&other.extras);
     }
 
@@ -336,6 +336,44 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
     #[inline(always)]
     pub(crate) fn run_all(&mut self) {
         self.consume_all(Mode::Run);
+    }
+
+    /// If the arena holds at least one closure, all of them inline, and nothing else (no
+    /// segment, no extras), runs them all, last first, and returns true; otherwise does nothing
+    /// and returns false. The hot path of a scope's drop: afterwards there is nothing to free,
+    /// even if a closure panicked. If one does, the others still run and the first panic
+    /// resumes, unless the thread was already unwinding: then every panic is dropped, since one
+    /// escaping a drop during an unwind would abort.
+    #[inline(always)]
+    pub(crate) fn run_if_only_inline(&mut self) -> bool {
+        let used = self.used.get();
+        // Wrapping: zero becomes huge, and the `EXTRAS` flag keeps `used` huge too; `heap_end`
+        // is zero, or past the inline slots.
+        if (used.wrapping_sub(SLOT) | self.heap_end.get()) >= N * SLOT {
+            return false;
+        }
+        // SAFETY: by the test, `used - SLOT` did not wrap. (Spares the loop below its entry
+        // test.)
+        unsafe { core::hint::assert_unchecked(used >= SLOT) };
+        // The flag is clear.
+        self.used.set(0);
+        let base = self.inline_slots();
+        // SAFETY: with the length zero, the arena will neither read nor drop the initialised
+        // inline slots, `used` bytes of them, which stay valid and unaliased while `self` is
+        // mutably borrowed (no reference lent out by a `hold` outlives that borrow); the run
+        // consumes each of them exactly once.
+        let mut run = unsafe { Run::new(base, base.byte_add(used), Mode::Run) };
+        #[cfg(feature = "std")]
+        {
+            // Free on the happy path, unlike a test of `std::thread::panicking()` first.
+            let ran = std::panic::catch_unwind(core::panic::AssertUnwindSafe(|| run.consume()));
+            if let Err(payload) = ran {
+                drain::finish_caught(run, payload);
+            }
+        }
+        #[cfg(not(feature = "std"))]
+        run.consume();
+        true
     }
 
     /// Drops every pending closure, last first, without running it; a panicking drop does not
@@ -385,7 +423,7 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
             unsafe { self.inline_slots().add(index) }
         } else {
             // By the invariant, `current` holds the last index.
-            let slot = self.heap_base().wrapping_add(index);
+            let slot = self.heap_base().wrapping_byte_add(index * SLOT);
             // SAFETY: the arena's segments are live until it is dropped.
             let header = unsafe { Segment::header(self.current().expect("index >= N")) };
             // Keep the invariant for the shorter length: if `index` was `current`'s first
@@ -400,7 +438,7 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
         };
         // The slot leaves the arena before it is consumed, so it is consumed exactly once even
         // if it panics. The `EXTRAS` flag, if any, is unchanged by the decrement.
-        self.len.set(self.len.get() - 1);
+        self.used.set(self.used.get() - SLOT);
         // SAFETY: the slot was the last initialised one, which the arena no longer counts;
         // `&mut self` means no reference lent out by a `hold` is alive. The future's lifetime
         // is put back as `'env`, which every closure stored here outlives.
@@ -413,10 +451,10 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
     /// Consumes every pending closure, last first; the first panic resumes once all are.
     #[inline(always)]
     fn consume_all(&mut self, mode: Mode) {
-        let len = self.len.get();
+        let used = self.used.get();
         // Also false with the `EXTRAS` flag: one test for the hot path.
-        if len <= N {
-            self.detach_inline(len, mode).consume_all();
+        if used <= N * SLOT {
+            self.detach_inline(used, mode).consume_all();
         } else {
             self.consume_all_slow(mode);
         }
@@ -427,7 +465,7 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
     fn consume_all_slow(&mut self, mode: Mode) {
         let count = self.len();
         if count <= N {
-            self.detach_inline(count, mode).consume_all();
+            self.detach_inline(count * SLOT, mode).consume_all();
         } else {
             self.detach_spilled(count, mode).consume_all();
         }
@@ -439,30 +477,33 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
     fn consume_all_caught(&mut self, mode: Mode) -> Option<Payload> {
         let count = self.len();
         if count <= N {
-            self.detach_inline(count, mode).consume_all_caught()
+            self.detach_inline(count * SLOT, mode).consume_all_caught()
         } else {
             self.detach_spilled(count, mode).consume_all_caught()
         }
     }
 
-    /// Hands the `count <= N` pending closures to a [`Run`] and leaves the arena without
-    /// closures but with its storage (and extras). A `Mode::RunIn` context must be borrowed
-    /// by the caller for as long as the run lives.
+    /// Hands the pending closures, all inline and `bytes` long together, to a [`Run`] and
+    /// leaves the arena without closures but with its storage (and extras). A `Mode::RunIn`
+    /// context must be borrowed by the caller for as long as the run lives.
     #[inline(always)]
-    fn detach_inline(&mut self, count: usize, mode: Mode) -> Run<'_> {
-        self.len.set(self.len.get() & EXTRAS);
-        // SAFETY: with the length zero, the arena will neither read nor drop the `count`
-        // initialised inline slots, which stay valid and unaliased while `self` is mutably
-        // borrowed (no reference lent out by a `hold` outlives that borrow); the run consumes
-        // each of them exactly once.
-        unsafe { Run::new(self.inline_slots(), count, mode) }
+    fn detach_inline(&mut self, bytes: usize, mode: Mode) -> Run<'_> {
+        self.used.set(self.used.get() & EXTRAS);
+        // SAFETY: with the length zero, the arena will neither read nor drop the initialised
+        // inline slots, which stay valid and unaliased while `self` is mutably borrowed (no
+        // reference lent out by a `hold` outlives that borrow); the run consumes each of them
+        // exactly once.
+        unsafe {
+            let base = self.inline_slots();
+            Run::new(base, base.byte_add(bytes), mode)
+        }
     }
 
     /// [`Arena::detach_inline`] for `count > N` closures, which reach into the segments;
     /// those are refilled from the first one afterwards.
     #[cold]
     fn detach_spilled(&mut self, count: usize, mode: Mode) -> Runs<'_> {
-        self.len.set(self.len.get() & EXTRAS);
+        self.used.set(self.used.get() & EXTRAS);
         let current = self
             .current()
             .expect("more than N closures reach a segment");
@@ -490,6 +531,17 @@ impl<const N: usize, X> Drop for Arena<'_, N, X> {
 }
 
 impl<const N: usize, X> Arena<'_, N, X> {
+    /// Frees the segments and the extras of a drained arena, which is left empty, as new:
+    /// what dropping it does, for an owner that keeps it in a `ManuallyDrop`.
+    pub(crate) fn release(&mut self) {
+        debug_assert_eq!(self.len(), 0, "only a drained arena is released");
+        if !self.is_unused() {
+            self.free();
+            self.used.set(0);
+            self.heap_end.set(0);
+        }
+    }
+
     /// Frees the segments and the extras. Out of line, so that dropping an arena that has
     /// neither saves no registers.
     #[cold]
@@ -552,19 +604,25 @@ mod tests {
     }
 
     #[test]
-    fn holds_only_inline_means_one_to_n_closures_and_no_extras() {
+    fn run_if_only_inline_means_one_to_n_closures_and_nothing_else() {
         let answers: Vec<bool> = (0..=4)
             .map(|count| {
-                let arena = with(count);
-                let answer = arena.holds_only_inline();
+                let mut arena = with(count);
+                let answer = arena.run_if_only_inline();
+                assert_eq!(arena.len(), if answer { 0 } else { count });
                 drained(arena);
                 answer
             })
             .collect();
         assert_eq!(answers, [false, true, true, false, false]);
-        let arena = with(1);
+        let mut arena = with(1);
         arena.extras_or_insert_with(|| ());
-        assert!(!arena.holds_only_inline(), "extras need the slow path");
+        assert!(!arena.run_if_only_inline(), "extras need the slow path");
+        drained(arena);
+        let mut arena = with(3);
+        arena.run_all();
+        let _ = arena.push(Plain(|| ()), |_| true);
+        assert!(!arena.run_if_only_inline(), "a segment to free");
         drained(arena);
     }
 
