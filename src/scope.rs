@@ -944,23 +944,17 @@ impl<const N: usize> Drop for Scope<'_, N> {
     /// Runs every pending closure, last registered first.
     #[inline(always)]
     fn drop(&mut self) {
-        // One test, inlined, for a scope that ends with nothing to run or free.
-        if !self.arena.is_unused() {
-            self.drop_pending();
+        if self.arena.is_unused() {
+            return;
+        }
+        // The common case, inlined: every closure plain and in an inline slot.
+        if !self.arena.run_if_only_inline() {
+            self.drop_slow();
         }
     }
 }
 
 impl<const N: usize> Scope<'_, N> {
-    /// Out of line, so that dropping a scope stays one test where it is inlined.
-    #[inline(never)]
-    fn drop_pending(&mut self) {
-        // The common case first: every closure plain and in an inline slot.
-        if !self.arena.run_if_only_inline() {
-            self.drop_slow();
-        }
-    }
-
     #[cold]
     #[inline(never)]
     fn drop_slow(&mut self) {

@@ -71,6 +71,15 @@ impl<'a> Run<'a> {
         mem::forget(self);
     }
 
+    /// The slots left, `base..end`, which the caller now owns.
+    #[cfg(feature = "std")]
+    #[inline(always)]
+    pub(crate) fn into_parts(self) -> (*mut Slot, *mut Slot) {
+        let parts = (self.base, self.end);
+        mem::forget(self);
+        parts
+    }
+
     /// Consumes every slot, last first. If a closure panics, the panic propagates with the
     /// slots after it left in the run, for its drop (or [`finish_caught`]) to consume.
     #[inline(always)]
@@ -315,14 +324,19 @@ impl Drop for Runs<'_> {
     }
 }
 
-/// Consumes the rest of `run`, whose closure panicked with `payload`, then resumes that panic
-/// unless the thread was already unwinding when the drain began (a panic escaping a drop then
-/// would abort): then it is dropped.
+/// Consumes the rest of a [`Mode::Run`] run, `base..end`, whose closure panicked with
+/// `payload`, then resumes that panic unless the thread was already unwinding when the drain
+/// began (a panic escaping a drop then would abort): then it is dropped. The run comes in
+/// parts, so that a caller keeps them in registers.
+///
+/// # Safety
+/// As for [`Run::new`].
 #[cfg(feature = "std")]
 #[cold]
 #[inline(never)]
-pub(crate) fn finish_caught(run: Run<'_>, payload: Payload) {
-    drop(run);
+pub(crate) unsafe fn finish_caught(base: *mut Slot, end: *mut Slot, payload: Payload) {
+    // SAFETY: as the caller guarantees; dropping the run consumes the slots.
+    drop(unsafe { Run::new(base, end, Mode::Run) });
     resume_unless_unwinding(payload);
 }
 

@@ -40,6 +40,10 @@ use slot::{Mode, Slot};
 /// Marks, in the arena's `used` word, that the arena has extras.
 const EXTRAS: usize = 1 << (usize::BITS - 1);
 
+/// Marks, in the arena's `used` word, that the arena holds no closure but keeps segments: so
+/// that `used` alone tells whether there is anything to run or free.
+const RETAINED: usize = 1 << (usize::BITS - 2);
+
 /// The bytes of one slot: lengths are kept in bytes, so that a slot's address is a base plus a
 /// length, with no multiplication on the hot paths.
 const SLOT: usize = mem::size_of::<Slot>();
@@ -53,7 +57,9 @@ pub(crate) struct Arena<'env, const N: usize, X> {
     inline: UnsafeCell<[MaybeUninit<Slot>; N]>,
     /// `count * SLOT`, for `count` pending closures, with the `EXTRAS` flag set if `extras` is
     /// set: the flag makes every scope with extras fail both of the fast path's tests, so that
-    /// the slow path alone deals with limits, without a test of its own on the fast path.
+    /// the slow path alone deals with limits, without a test of its own on the fast path. The
+    /// `RETAINED` flag is set if `count` is zero and `heap_end` is not (then it too sends the
+    /// next registration to the slow path, which clears it).
     ///
     /// Invariant: if `count > N`, `current` holds index `count - 1`, and every slot from `N`
     /// to `count` (across the segments up to `current`) is initialised as above.
@@ -159,8 +165,8 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
         let slot = self.free_slot(self.len());
         // SAFETY: as in `push`.
         let stored = unsafe { Slot::write(slot, deferred) };
-        // The flag, if any, is unchanged by the increment.
-        self.used.set(self.used.get() + SLOT);
+        // `EXTRAS`, if set, is unchanged by the increment; `RETAINED` no longer applies.
+        self.used.set((self.used.get() & !RETAINED) + SLOT);
         Some(stored)
     }
 
@@ -245,7 +251,7 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
     /// The number of pending closures.
     #[inline(always)]
     pub(crate) fn len(&self) -> usize {
-        (self.used.get() & !EXTRAS) / SLOT
+        (self.used.get() & !(EXTRAS | RETAINED)) / SLOT
     }
 
     /// How many closures can be pending without allocating: the inline slots and every
@@ -257,7 +263,14 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
     /// Whether the arena holds nothing to run or free: no closure, segment or extras.
     #[inline(always)]
     pub(crate) fn is_unused(&self) -> bool {
-        (self.used.get() | self.heap_end.get()) == 0
+        // One word, which a caller that knows it is zero folds away.
+        self.used.get() == 0
+    }
+
+    /// What `used` is once every closure has left: the `EXTRAS` flag as it was, and
+    /// `RETAINED` if there are segments.
+    fn emptied(&self) -> usize {
+        (self.used.get() & EXTRAS) | if self.spilled() { RETAINED } else { 0 }
     }
 
     /// Whether the arena has grown into the heap.
@@ -368,7 +381,9 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
             // Free on the happy path, unlike a test of `std::thread::panicking()` first.
             let ran = std::panic::catch_unwind(core::panic::AssertUnwindSafe(|| run.consume()));
             if let Err(payload) = ran {
-                drain::finish_caught(run, payload);
+                let (base, end) = run.into_parts();
+                // SAFETY: the slots the run had left, which nothing else consumes.
+                unsafe { drain::finish_caught(base, end, payload) };
             }
         }
         #[cfg(not(feature = "std"))]
@@ -438,7 +453,11 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
         };
         // The slot leaves the arena before it is consumed, so it is consumed exactly once even
         // if it panics. The `EXTRAS` flag, if any, is unchanged by the decrement.
-        self.used.set(self.used.get() - SLOT);
+        self.used.set(if index == 0 {
+            self.emptied()
+        } else {
+            self.used.get() - SLOT
+        });
         // SAFETY: the slot was the last initialised one, which the arena no longer counts;
         // `&mut self` means no reference lent out by a `hold` is alive. The future's lifetime
         // is put back as `'env`, which every closure stored here outlives.
@@ -488,7 +507,7 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
     /// context must be borrowed by the caller for as long as the run lives.
     #[inline(always)]
     fn detach_inline(&mut self, bytes: usize, mode: Mode) -> Run<'_> {
-        self.used.set(self.used.get() & EXTRAS);
+        self.used.set(self.emptied());
         // SAFETY: with the length zero, the arena will neither read nor drop the initialised
         // inline slots, which stay valid and unaliased while `self` is mutably borrowed (no
         // reference lent out by a `hold` outlives that borrow); the run consumes each of them
@@ -503,7 +522,7 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
     /// those are refilled from the first one afterwards.
     #[cold]
     fn detach_spilled(&mut self, count: usize, mode: Mode) -> Runs<'_> {
-        self.used.set(self.used.get() & EXTRAS);
+        self.used.set(self.emptied());
         let current = self
             .current()
             .expect("more than N closures reach a segment");
@@ -637,6 +656,11 @@ mod tests {
         let mut arena = with(3);
         arena.run_all();
         assert!(!arena.is_unused(), "a segment kept for reuse");
+        assert_eq!((arena.len(), arena.capacity()), (0, 6));
+        let _ = arena.push(Plain(|| ()), |_| true);
+        assert_eq!(arena.len(), 1, "registering after a drain clears the mark");
+        arena.run_all();
+        assert!(!arena.is_unused(), "the segment is still kept");
         let arena = with(0);
         arena.extras_or_insert_with(|| ());
         assert!(!arena.is_unused(), "extras");
