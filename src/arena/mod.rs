@@ -132,7 +132,7 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
     ) -> Option<NonNull<D>> {
         let used = self.used.get();
         // Inline first, without looking at the heap fields: a scope that stays inline never
-        // loads them. A set `EXTRAS` flag makes `used` fail both tests.
+        // loads them. A set flag makes `used` fail both tests.
         if used < N * SLOT {
             // SAFETY: the first free slot, within the inline array (the invariant covers only
             // the slots before it), to which no reference exists; the new length makes the
@@ -141,33 +141,36 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
             self.used.set(used + SLOT);
             return Some(stored);
         }
-        if used < self.heap_end.get() {
+        let (slot, used) = if used < self.heap_end.get() {
             // In `current`'s range, where the slot is in bounds.
-            let slot = self.heap_base().wrapping_byte_add(used);
-            // SAFETY: as above, in a segment.
-            let stored = unsafe { Slot::write(slot, deferred) };
-            self.used.set(used + SLOT);
-            return Some(stored);
-        }
-        self.push_slow(deferred, admit)
+            (self.heap_base().wrapping_byte_add(used), used)
+        } else {
+            // The slow path hands back the length it leaves, so that a caller registering in
+            // a loop keeps it in a register rather than reading it back.
+            match self.reserve_slow(admit) {
+                Some((slot, used)) => (slot.as_ptr(), used),
+                None => return None,
+            }
+        };
+        // SAFETY: as above, in a segment or inline.
+        let stored = unsafe { Slot::write(slot, deferred) };
+        self.used.set(used + SLOT);
+        Some(stored)
     }
 
+    /// Asks `admit`, then finds the first free slot, entering or adding a segment if needed;
+    /// returns it with `used` as it must be before the increment (without `RETAINED`).
     #[cold]
     #[inline(never)]
-    fn push_slow<D: Deferred + 'env>(
-        &self,
-        deferred: D,
-        admit: impl FnOnce(&Self) -> bool,
-    ) -> Option<NonNull<D>> {
+    fn reserve_slow(&self, admit: impl FnOnce(&Self) -> bool) -> Option<(NonNull<Slot>, usize)> {
         if !admit(self) {
             return None;
         }
         let slot = self.free_slot(self.len());
-        // SAFETY: as in `push`.
-        let stored = unsafe { Slot::write(slot, deferred) };
-        // `EXTRAS`, if set, is unchanged by the increment; `RETAINED` no longer applies.
-        self.used.set((self.used.get() & !RETAINED) + SLOT);
-        Some(stored)
+        // `EXTRAS`, if set, is unchanged by the coming increment; `RETAINED` no longer applies.
+        let used = self.used.get() & !RETAINED;
+        // SAFETY: `free_slot` returns a pointer into the inline array or a live segment.
+        Some((unsafe { NonNull::new_unchecked(slot) }, used))
     }
 
     /// The slot of index `count`, the first free one, entering the next segment (or adding
