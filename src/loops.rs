@@ -2,7 +2,7 @@
 
 use crate::Scope;
 use crate::deferred::Outcome;
-use crate::ending::{body_of, combine};
+use crate::ending::combine;
 use crate::error::ScopeError;
 
 /// Calls `f` for every item with a scope whose closures run at the end of that iteration,
@@ -66,14 +66,16 @@ pub fn for_each_scoped_in<'env, const N: usize, I: IntoIterator>(
     let mut aside = SetAside::new(scope);
     let scope = aside.scope();
     for item in iter {
-        body_of(scope, |scope| f(scope, item));
+        f(scope, item);
         // Called here, not in a closure, so that `#[track_caller]` reaches the caller.
         scope.run_now();
     }
 }
 
 /// A loop's view of the caller's scope: the closures pending before the loop are set aside,
-/// and put back when this is dropped, even by a panic.
+/// and put back when this is dropped, even by a panic. One guard for the whole loop rather
+/// than one per iteration: an iteration whose body panics is the only one that leaves closures
+/// behind, and they run as failed when the panic drops this.
 struct SetAside<'s, 'env, const N: usize> {
     scope: &'s mut Scope<'env, N>,
     earlier: Option<Scope<'env, N>>,
@@ -95,6 +97,9 @@ impl<'s, 'env, const N: usize> SetAside<'s, 'env, N> {
 impl<const N: usize> Drop for SetAside<'_, '_, N> {
     #[inline]
     fn drop(&mut self) {
+        if !self.scope.is_empty() {
+            self.scope.end_after_panic();
+        }
         if let Some(earlier) = self.earlier.take() {
             self.scope.put_back(earlier);
         }
@@ -156,7 +161,7 @@ pub fn try_for_each_scoped_in<'env, const N: usize, I: IntoIterator, E>(
     let mut aside = SetAside::new(scope);
     let scope = aside.scope();
     for item in iter {
-        let body = body_of(scope, |scope| f(scope, item));
+        let body = f(scope, item);
         let cleanup = scope.end_with(Outcome::of(&body));
         combine(body, cleanup)?;
     }

@@ -474,9 +474,10 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
     #[inline(always)]
     fn consume_all(&mut self, mode: Mode) {
         let used = self.used.get();
-        // Also false with the `EXTRAS` flag: one test for the hot path.
-        if used <= N * SLOT {
-            self.detach_inline(used, mode).consume_all();
+        // One test for the hot path: closures inline only, no segment to mark as retained
+        // (`heap_end` is zero or past the inline slots), no flag.
+        if (used | self.heap_end.get()) <= N * SLOT {
+            self.detach_inline_as(used, 0, mode).consume_all();
         } else {
             self.consume_all_slow(mode);
         }
@@ -510,7 +511,15 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
     /// context must be borrowed by the caller for as long as the run lives.
     #[inline(always)]
     fn detach_inline(&mut self, bytes: usize, mode: Mode) -> Run<'_> {
-        self.used.set(self.emptied());
+        self.detach_inline_as(bytes, self.emptied(), mode)
+    }
+
+    /// [`Arena::detach_inline`], with `used` set to `emptied` (which the caller computed as
+    /// [`Arena::emptied`] does, or knows).
+    #[inline(always)]
+    fn detach_inline_as(&mut self, bytes: usize, emptied: usize, mode: Mode) -> Run<'_> {
+        debug_assert_eq!(emptied, self.emptied());
+        self.used.set(emptied);
         // SAFETY: with the length zero, the arena will neither read nor drop the initialised
         // inline slots, which stay valid and unaliased while `self` is mutably borrowed (no
         // reference lent out by a `hold` outlives that borrow); the run consumes each of them
