@@ -44,6 +44,10 @@ const EXTRAS: usize = 1 << (usize::BITS - 1);
 /// that `used` alone tells whether there is anything to run or free.
 const RETAINED: usize = 1 << (usize::BITS - 2);
 
+/// The most closures a scope may hold, so that their byte count stays below the flags: a limit
+/// that only a 32-bit target can reach (tens of millions of closures).
+const MAX_PENDING: usize = RETAINED / SLOT / 2;
+
 /// The bytes of one slot: lengths are kept in bytes, so that a slot's address is a base plus a
 /// length, with no multiplication on the hot paths.
 const SLOT: usize = mem::size_of::<Slot>();
@@ -138,7 +142,9 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
             // the slots before it), to which no reference exists; the new length makes the
             // arena its owner.
             let stored = unsafe { Slot::write(self.inline_slots().byte_add(used), deferred) };
-            self.used.set(used + SLOT);
+            // SAFETY: `used < N * SLOT`, the size of a field: no overflow. (Telling the
+            // compiler lets a caller's drop skip its test for an empty scope.)
+            self.used.set(unsafe { used.unchecked_add(SLOT) });
             return Some(stored);
         }
         let (slot, used) = if used < self.heap_end.get() {
@@ -154,7 +160,9 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
         };
         // SAFETY: as above, in a segment or inline.
         let stored = unsafe { Slot::write(slot, deferred) };
-        self.used.set(used + SLOT);
+        // SAFETY: the byte count is below `RETAINED` (see `MAX_PENDING`), `RETAINED` itself is
+        // clear, and `EXTRAS` is the one bit above it: no overflow.
+        self.used.set(unsafe { used.unchecked_add(SLOT) });
         Some(stored)
     }
 
@@ -181,7 +189,12 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
             return unsafe { self.inline_slots().add(count) };
         }
         if count * SLOT >= self.heap_end.get() {
-            // `current` is full, or there is no segment yet (then `count == N`).
+            // `current` is full, or there is no segment yet (then `count == N`). The next
+            // segment, as large as everything before it, must end below the flags of `used`.
+            assert!(
+                count < MAX_PENDING,
+                "a scope holds at most {MAX_PENDING} pending closures"
+            );
             let next = match self.current() {
                 // SAFETY: `current` is live; a kept segment after it starts at `count`.
                 Some(current) => unsafe { Segment::header(current) }
@@ -655,6 +668,13 @@ mod tests {
         let _ = arena.push(Plain(|| ()), |_| true);
         assert!(!arena.run_if_only_inline(), "a segment to free");
         drained(arena);
+    }
+
+    #[test]
+    #[should_panic(expected = "pending closures")]
+    fn the_byte_count_stays_below_the_flags() {
+        // Checked before the segment is allocated, so only the arithmetic is exercised.
+        TestArena::new().free_slot(super::MAX_PENDING);
     }
 
     #[test]
