@@ -169,6 +169,7 @@ impl AsyncScope {
     /// # Panics
     ///
     /// As [`defer`](AsyncScope::defer).
+    #[inline]
     #[track_caller]
     pub fn defer_async<F>(&self, cleanup: F)
     where
@@ -323,6 +324,7 @@ impl AsyncScope {
         drained.into_result()
     }
 
+    #[inline]
     #[track_caller]
     fn push<D: Deferred + 'static>(&self, deferred: D) -> NonNull<D> {
         if self.busy.swap(true, Ordering::Acquire) {
@@ -334,6 +336,7 @@ impl AsyncScope {
         stored.expect("an async scope has no limit")
     }
 
+    #[inline]
     #[track_caller]
     fn push_future<F, const WHEN: bool>(&self, cleanup: F)
     where

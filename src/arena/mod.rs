@@ -444,35 +444,26 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
     /// Consumes the last pending closure for an async drain: runs it if it is sync, returns
     /// the future of an async cleanup. One at a time, so that the caller can await between
     /// two. A panic propagates, with the closure consumed and the arena consistent.
+    #[inline]
     pub(crate) fn start_last(&mut self, context: &mut DrainContext) -> Step<'env> {
-        let count = self.len();
-        let Some(index) = count.checked_sub(1) else {
+        let used = self.used.get();
+        let bytes = used & !(EXTRAS | RETAINED);
+        if bytes == 0 {
             return Step::Done;
-        };
-        let slot = if index < N {
-            // SAFETY: `index < N`: within the inline array.
-            unsafe { self.inline_slots().add(index) }
+        }
+        let last = bytes - SLOT;
+        let slot = if last < N * SLOT {
+            // SAFETY: within the inline array.
+            unsafe { self.inline_slots().byte_add(last) }
         } else {
-            // By the invariant, `current` holds the last index.
-            let slot = self.heap_base().wrapping_byte_add(index * SLOT);
-            // SAFETY: the arena's segments are live until it is dropped.
-            let header = unsafe { Segment::header(self.current().expect("index >= N")) };
-            // Keep the invariant for the shorter length: if `index` was `current`'s first
-            // slot, the new last one is in the segment before (or inline, when `current` is
-            // the first segment, which then stays current).
-            if index == header.start {
-                if let Some(prev) = header.prev {
-                    self.enter(prev);
-                }
-            }
-            slot
+            self.leave_segment_slot(last)
         };
         // The slot leaves the arena before it is consumed, so it is consumed exactly once even
         // if it panics. The `EXTRAS` flag, if any, is unchanged by the decrement.
-        self.used.set(if index == 0 {
+        self.used.set(if last == 0 {
             self.emptied()
         } else {
-            self.used.get() - SLOT
+            used - SLOT
         });
         // SAFETY: the slot was the last initialised one, which the arena no longer counts;
         // `&mut self` means no reference lent out by a `hold` is alive. The future's lifetime
@@ -481,6 +472,24 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
             Some(started) => Step::Await(started),
             None => Step::Ran,
         }
+    }
+
+    #[cfg(feature = "std")]
+    /// The last slot, at byte `last` in a segment, about to leave the arena: if it is
+    /// `current`'s first, the segment before becomes current (or, for the first segment, it
+    /// stays current and the slots left are inline), which keeps the invariant for the
+    /// shorter length.
+    fn leave_segment_slot(&self, last: usize) -> *mut Slot {
+        // By the invariant, `current` holds the last index.
+        let slot = self.heap_base().wrapping_byte_add(last);
+        // SAFETY: the arena's segments are live until it is dropped.
+        let header = unsafe { Segment::header(self.current().expect("past the inline slots")) };
+        if last == header.start * SLOT {
+            if let Some(prev) = header.prev {
+                self.enter(prev);
+            }
+        }
+        slot
     }
 
     /// Consumes every pending closure, last first; the first panic resumes once all are.
