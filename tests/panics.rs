@@ -260,3 +260,43 @@ fn deep_recursion_with_a_scope_per_frame_unwinds_every_frame() {
     assert_eq!(message.as_deref(), Some("bottom"));
     assert_eq!(events.ran(), (0..=depth).collect::<Vec<_>>());
 }
+
+/// As in Go, where a deferred call after a panicking one runs while the panic is in flight
+/// (and could `recover` it): the closures after a panicking one see `panicking()`, whether
+/// the scope stayed inline or grew into the heap, and whether it is dropped or run.
+#[test]
+fn closures_after_a_panicking_one_run_while_it_is_in_flight() {
+    quiet_panics();
+    for pending in [2, 8, 9, 40] {
+        for run_now in [false, true] {
+            let seen = std::cell::RefCell::new(Vec::new());
+            let message = panic_message(|| {
+                let mut scope: Scope<'_> = Scope::new();
+                for id in 0..pending {
+                    let seen = &seen;
+                    scope.defer(move || {
+                        seen.borrow_mut().push(std::thread::panicking());
+                        assert!(
+                            id != pending - 1,
+                            "the last registered, so the first to run"
+                        );
+                    });
+                }
+                if run_now {
+                    scope.run_now();
+                }
+            });
+            assert_eq!(
+                message.as_deref(),
+                Some("the last registered, so the first to run")
+            );
+            let mut expected = vec![true; pending];
+            expected[0] = false;
+            assert_eq!(
+                *seen.borrow(),
+                expected,
+                "{pending} closures, run_now: {run_now}"
+            );
+        }
+    }
+}

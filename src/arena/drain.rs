@@ -325,8 +325,10 @@ impl Drop for Runs<'_> {
 }
 
 /// Consumes the rest of a [`Mode::Run`] run, `base..end`, whose closure panicked with
-/// `payload`, then resumes that panic unless the thread was already unwinding when the drain
-/// began (a panic escaping a drop then would abort): then it is dropped. The run comes in
+/// `payload` (caught by the caller), then resumes that panic unless the thread was already
+/// unwinding when the drain began (a panic escaping a drop then would abort): then it is
+/// dropped. The rest runs while the panic is in flight again, so that those closures see it,
+/// as Go's deferred calls see a panic raised by one that ran before them. The run comes in
 /// parts, so that a caller keeps them in registers.
 ///
 /// # Safety
@@ -335,18 +337,17 @@ impl Drop for Runs<'_> {
 #[cold]
 #[inline(never)]
 pub(crate) unsafe fn finish_caught(base: *mut Slot, end: *mut Slot, payload: Payload) {
-    // SAFETY: as the caller guarantees; dropping the run consumes the slots.
-    drop(unsafe { Run::new(base, end, Mode::Run) });
-    resume_unless_unwinding(payload);
-}
-
-/// Resumes a panic caught from a drain, unless the thread was already unwinding when the drain
-/// began (a panic escaping a drop then would abort): then it is dropped.
-#[cfg(feature = "std")]
-#[cold]
-#[inline(never)]
-pub(crate) fn resume_unless_unwinding(payload: Payload) {
-    if std::thread::panicking() {
+    // Read before the panic is raised again, which would count it.
+    let unwinding = std::thread::panicking();
+    // SAFETY: as the caller guarantees; the run's drop consumes the slots during the unwind
+    // (with every further panic caught and dropped, see `Run`).
+    let rest = unsafe { Run::new(base, end, Mode::Run) };
+    let again = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        let _rest = rest;
+        std::panic::resume_unwind(payload)
+    }));
+    let Err(payload) = again;
+    if unwinding {
         drop_payload(payload);
     } else {
         std::panic::resume_unwind(payload);
