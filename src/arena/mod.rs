@@ -48,6 +48,12 @@ const RETAINED: usize = 1 << (usize::BITS - 2);
 /// that only a 32-bit target can reach (tens of millions of closures).
 const MAX_PENDING: usize = RETAINED / SLOT / 2;
 
+// The flags are the two top bits, and the segment that `MAX_PENDING` closures would start (as
+// large as everything before it) is the largest that ends below them.
+static_assertions::const_assert_eq!(RETAINED, EXTRAS >> 1);
+static_assertions::const_assert!(MAX_PENDING * 2 * SLOT <= RETAINED);
+static_assertions::const_assert!((MAX_PENDING + 1) * 2 * SLOT > RETAINED);
+
 /// The bytes of one slot: lengths are kept in bytes, so that a slot's address is a base plus a
 /// length, with no multiplication on the hot paths.
 const SLOT: usize = mem::size_of::<Slot>();
@@ -677,6 +683,13 @@ mod tests {
         let _ = arena.push(Plain(|| ()), |_| true);
         assert!(!arena.run_if_only_inline(), "a segment to free");
         drained(arena);
+        // Every inline slot of a larger arena, whose lengths reach past one slot's bytes.
+        let mut arena = Arena::<'static, 8, ()>::new();
+        for _ in 0..8 {
+            let _ = arena.push(Plain(|| ()), |_| true);
+        }
+        assert!(arena.run_if_only_inline());
+        assert_eq!(arena.len(), 0);
     }
 
     #[test]
