@@ -78,7 +78,7 @@ pub(crate) struct Arena<'env, const N: usize, X> {
     /// last slot.
     heap_end: Cell<usize>,
     // The fields below are initialised only when they are needed, so that creating a scope
-    // writes two words and dropping an unused one reads the same two.
+    // writes two words and dropping an unused one reads one.
     /// Initialised when `heap_end != 0`: where `current`'s slot of index `i` is, for `i` in
     /// its range: `i * SLOT` bytes past `heap_base`, computed with wrapping arithmetic (the
     /// base itself may lie outside the segment).
@@ -376,9 +376,10 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
     /// If the arena holds at least one closure, all of them inline, and nothing else (no
     /// segment, no extras), runs them all, last first, and returns true; otherwise does nothing
     /// and returns false. The hot path of a scope's drop: afterwards there is nothing to free,
-    /// even if a closure panicked. If one does, the others still run and the first panic
-    /// resumes, unless the thread was already unwinding: then every panic is dropped, since one
-    /// escaping a drop during an unwind would abort.
+    /// even if a closure panicked. If one does, the others still run, with that panic in
+    /// flight (see [`drain::finish_caught`]), and it resumes, unless the thread was already
+    /// unwinding: then every panic is dropped, since one escaping a drop during an unwind would
+    /// abort.
     #[inline(always)]
     pub(crate) fn run_if_only_inline(&mut self) -> bool {
         let used = self.used.get();
