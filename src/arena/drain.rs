@@ -47,26 +47,10 @@ impl<'a> Run<'a> {
     }
 
     /// Consumes every slot, last first. Panics with the first closure's payload if one
-    /// panicked, after all the others have been consumed.
+    /// panicked, after all the others have been consumed (by the drop guard).
     #[inline(always)]
     pub(crate) fn consume_all(mut self) {
-        let (base, mode) = (self.base, self.mode);
-        if self.end == base {
-            return;
-        }
-        // A bottom-tested loop: the test at the top would cost two instructions per slot.
-        loop {
-            // SAFETY: `end > base` within one allocation, so one step back stays in bounds;
-            // moving `end` first hands that slot's sole ownership to this call, so nothing
-            // consumes it again, even if it panics.
-            unsafe {
-                self.end = self.end.sub(1);
-                Slot::consume_in_place(self.end, mode);
-            }
-            if self.end == base {
-                break;
-            }
-        }
+        self.consume();
         // Nothing is left for the drop guard to finish.
         mem::forget(self);
     }
@@ -89,9 +73,12 @@ impl<'a> Run<'a> {
         if end == base {
             return;
         }
+        // A bottom-tested loop: the test at the top would cost two instructions per slot.
         loop {
-            // SAFETY: as in `consume_all`; `self.end` is updated before each closure runs, so
-            // that a panic leaves exactly the slots not yet consumed.
+            // SAFETY: `end > base` within one allocation, so one step back stays in bounds;
+            // `self.end` moves first, handing that slot's sole ownership to this call, so
+            // nothing consumes it again even if it panics, and a panic leaves exactly the
+            // slots not yet consumed.
             unsafe {
                 end = end.sub(1);
                 self.end = end;

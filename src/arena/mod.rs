@@ -391,14 +391,8 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
         // SAFETY: by the test, `used - SLOT` did not wrap. (Spares the loop below its entry
         // test.)
         unsafe { core::hint::assert_unchecked(used >= SLOT) };
-        // The flag is clear.
-        self.used.set(0);
-        let base = self.inline_slots();
-        // SAFETY: with the length zero, the arena will neither read nor drop the initialised
-        // inline slots, `used` bytes of them, which stay valid and unaliased while `self` is
-        // mutably borrowed (no reference lent out by a `hold` outlives that borrow); the run
-        // consumes each of them exactly once.
-        let mut run = unsafe { Run::new(base, base.byte_add(used), Mode::Run) };
+        // No flag and no segment: emptied, the arena is all zero.
+        let mut run = self.detach_inline_as(used, 0, Mode::Run);
         #[cfg(feature = "std")]
         {
             // Free on the happy path, unlike a test of `std::thread::panicking()` first.
