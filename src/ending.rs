@@ -11,6 +11,7 @@ use crate::error::{BoxError, CleanupErrors, ScopeError};
 #[cfg(feature = "std")]
 use crate::guard::__private::PanicState;
 use crate::scope::Scope;
+use crate::stats::Consumed;
 
 /// What a drain with context left behind.
 pub(crate) struct Drained {
@@ -61,14 +62,10 @@ impl<'env, const N: usize> Scope<'env, N> {
     /// Runs every closure with a context and records what happened.
     #[cold]
     pub(crate) fn drain_in(&mut self, outcome: Outcome) -> Drained {
-        let pending = self.arena.len();
-        if let Some(extras) = self.arena.extras_mut() {
+        if let Some(extras) = self.arena.extras() {
             // Every pending closure is consumed from here on, even if one panics.
             extras.forget_pending();
-            if let Some(counters) = &mut extras.counters {
-                counters.ran(pending);
-            }
-            extras.sites_consumed(pending);
+            self.count_consumed(Consumed::Ran);
         }
         let mut context = DrainContext::new(outcome);
         #[cfg(feature = "std")]

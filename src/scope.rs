@@ -2,7 +2,7 @@
 //! fallible or outcome-aware closures ends is in `ending.rs`.
 
 use alloc::boxed::Box;
-use core::cell::{Cell, RefCell};
+use core::cell::Cell;
 use core::fmt;
 use core::marker::PhantomData;
 use core::mem::ManuallyDrop;
@@ -15,8 +15,7 @@ use crate::deferred::{Call, Deferred, Fallible, Held, OnFailure, OnSuccess, Outc
 use crate::error::{BoxError, CleanupErrors, LimitExceeded};
 #[cfg(feature = "std")]
 use crate::guard::__private::PanicState;
-use crate::sites::Sites;
-use crate::stats::{Counters, Stats};
+use crate::stats::{Consumed, Counters, Stats};
 
 /// A stack of deferred closures that run in reverse order of registration when the scope ends.
 ///
@@ -72,7 +71,8 @@ use crate::stats::{Counters, Stats};
 /// run only if the scope failed or succeeded. [`with_limit`](Scope::with_limit) caps the
 /// number of pending closures, and [`stats`](Scope::stats) shows how the scope was used.
 ///
-/// These features allocate one small block per scope the first time one is used; a scope
+/// These features allocate one small block per scope the first time one is used (limits and
+/// stats a second one, for the lines of the closures, which moves with them); a scope
 /// that uses none of them is unchanged in size and speed.
 ///
 /// # Borrowing
@@ -111,7 +111,7 @@ pub struct Scope<'env, const N: usize = 8> {
 
 static_assertions::assert_not_impl_any!(Scope<'static>: Send, Sync);
 static_assertions::const_assert!(
-    core::mem::size_of::<Scope<'static, 8>>() <= (8 * 4 + 5) * core::mem::size_of::<usize>()
+    core::mem::size_of::<Scope<'static, 8>>() <= (8 * 4 + 6) * core::mem::size_of::<usize>()
 );
 
 /// Limits, stats, error handling, and the state of fallible and outcome-aware closures.
@@ -120,8 +120,9 @@ pub(crate) struct Extras<'env> {
     pub(crate) limit: Option<usize>,
     /// Present when the scope was created to track stats.
     pub(crate) counters: Option<Counters>,
-    /// Present when the scope tracks stats or has a limit: where its closures come from.
-    pub(crate) sites: Option<RefCell<Sites>>,
+    /// Where the scope began tracking sites (for stats or a limit): the line that closures
+    /// whose own line is unknown are put down to, when a loop puts them back.
+    tracking_site: Option<&'static Location<'static>>,
     /// Closures refused by `try_defer` at the limit (registration goes through `&self`).
     pub(crate) refused: Cell<u64>,
     pub(crate) handler: Option<Box<dyn FnMut(BoxError) + 'env>>,
@@ -142,25 +143,11 @@ impl Extras<'_> {
         self.panic_state.set(None);
     }
 
-    /// Starts recording sites, putting the `pending` closures down to `site`.
-    fn track_sites(&mut self, pending: usize, site: &'static Location<'static>) {
-        if self.sites.is_none() {
-            self.sites = Some(RefCell::new(Sites::new(pending, site)));
-        }
-    }
-
-    /// Records that the scope's `pending` closures were consumed: run, dismissed or taken.
-    pub(crate) fn sites_consumed(&mut self, pending: usize) {
-        if let Some(sites) = &mut self.sites {
-            sites.get_mut().consumed(pending);
-        }
-    }
-
     fn new() -> Self {
         Extras {
             limit: None,
             counters: None,
-            sites: None,
+            tracking_site: None,
             refused: Cell::new(0),
             handler: None,
             needs_context: Cell::new(false),
@@ -194,7 +181,7 @@ impl<'env> Scope<'env> {
     /// back. See [`set_limit`](Scope::set_limit).
     ///
     /// A limit turns Go's silent defer-in-a-loop pile-up into an error at the first closure
-    /// too many. Allocates once.
+    /// too many. Allocates twice: the limit, and the record of every closure's line.
     ///
     /// ```
     /// use scoped_defer::Scope;
@@ -214,7 +201,8 @@ impl<'env> Scope<'env> {
         scope
     }
 
-    /// Creates a scope that tracks [`stats`](Scope::stats). Allocates once. See
+    /// Creates a scope that tracks [`stats`](Scope::stats). Allocates twice (see
+    /// [`with_limit`](Scope::with_limit)). See
     /// [`track_stats`](Scope::track_stats).
     ///
     /// ```
@@ -236,7 +224,8 @@ impl<'env, const N: usize> Scope<'env, N> {
     /// Caps the number of pending closures at `limit`, from now on: past it,
     /// [`defer`](Scope::defer) (and every other registration) panics, and
     /// [`try_defer`](Scope::try_defer) hands the closure back. Closures already pending stay.
-    /// Allocates once, the first time the scope needs more than its closures.
+    /// Allocates twice, the first time the scope needs more than its closures: the setting,
+    /// and the record of each pending closure's line.
     ///
     /// ```
     /// use scoped_defer::Scope;
@@ -249,14 +238,13 @@ impl<'env, const N: usize> Scope<'env, N> {
     /// ```
     #[track_caller]
     pub fn set_limit(&mut self, limit: usize) {
-        let pending = self.len();
-        let extras = self.extras_mut();
-        extras.limit = Some(limit);
-        extras.track_sites(pending, Location::caller());
+        self.extras_mut().limit = Some(limit);
+        self.track_sites(Location::caller());
     }
 
     /// Starts tracking [`stats`](Scope::stats), counting from the closures pending now.
-    /// Allocates once, the first time the scope needs more than its closures.
+    /// Allocates twice, the first time the scope needs more than its closures: the setting,
+    /// and the record of each pending closure's line.
     ///
     /// ```
     /// use scoped_defer::Scope;
@@ -271,12 +259,40 @@ impl<'env, const N: usize> Scope<'env, N> {
     /// ```
     #[track_caller]
     pub fn track_stats(&mut self) {
-        let pending = self.len();
-        let extras = self.extras_mut();
-        if extras.counters.is_none() {
-            extras.counters = Some(Counters::default());
+        self.extras_mut()
+            .counters
+            .get_or_insert_with(Counters::default);
+        self.track_sites(Location::caller());
+    }
+
+    /// Records the line of every closure from now on, for stats or a limit; the closures
+    /// pending whose line is unknown are put down to `site`.
+    fn track_sites(&mut self, site: &'static Location<'static>) {
+        self.extras_mut().tracking_site.get_or_insert(site);
+        self.arena.start_tracking(site);
+    }
+
+    /// Makes sure the storage records every line if the scope needs them: after a loop put
+    /// back closures, or `take` left the scope with new storage.
+    fn keep_tracking(&mut self) {
+        if let Some(site) = self.arena.extras().and_then(|extras| extras.tracking_site) {
+            self.arena.start_tracking(site);
         }
-        extras.track_sites(pending, Location::caller());
+    }
+
+    /// Tells the stats, if any, that every pending closure is leaving the scope as `how`, and
+    /// which lines registered them.
+    pub(crate) fn count_consumed(&mut self, how: Consumed) {
+        let pending = self.arena.len();
+        let Some(counters) = self.arena.extras_mut().and_then(|e| e.counters.as_mut()) else {
+            return;
+        };
+        let new_high_water = counters.consumed(pending, how);
+        self.arena.visit_lines(|extras, line, count| {
+            if let Some(counters) = &mut extras.counters {
+                counters.consumed_at(line, count, new_high_water);
+            }
+        });
     }
 
     /// Sets the handler that receives the errors of failed cleanups when nobody can return
@@ -361,7 +377,7 @@ impl<'env, const N: usize> Scope<'env, N> {
         if at_limit(&self.arena) {
             return Err(self.refuse(f, site));
         }
-        self.arena.push(Plain(f), |arena| admit(arena, site));
+        self.arena.push(Plain(f), site, admit);
         Ok(())
     }
 
@@ -565,7 +581,7 @@ impl<'env, const N: usize> Scope<'env, N> {
     #[track_caller]
     fn push<D: Deferred + 'env>(&self, deferred: D) -> NonNull<D> {
         let site = Location::caller();
-        match self.arena.push(deferred, |arena| admit(arena, site)) {
+        match self.arena.push(deferred, site, admit) {
             Some(stored) => stored,
             None => limit_reached(&self.refuse((), site)),
         }
@@ -578,10 +594,12 @@ impl<'env, const N: usize> Scope<'env, N> {
         let extras = self.arena.extras().expect("only a limit refuses");
         extras.refused.set(extras.refused.get() + 1);
         let limit = extras.limit.expect("only a limit refuses");
-        let busiest = extras
-            .sites
-            .as_ref()
-            .and_then(|sites| sites.borrow().busiest(self.len()));
+        // The most; of equals, the line registered first.
+        let busiest = self
+            .arena
+            .pending_by_line()
+            .into_iter()
+            .reduce(|best, next| if next.1 > best.1 { next } else { best });
         LimitExceeded::new(closure, limit, site, busiest)
     }
 
@@ -709,19 +727,13 @@ impl<'env, const N: usize> Scope<'env, N> {
     #[must_use]
     pub fn stats(&self) -> Option<Stats> {
         let extras = self.arena.extras()?;
-        Some(
-            extras.counters.as_ref()?.snapshot(
-                self.len(),
-                extras.refused.get(),
-                self.spilled(),
-                self.arena.heap_bytes(),
-                extras
-                    .sites
-                    .as_ref()
-                    .map(|sites| sites.borrow().snapshot(self.len()))
-                    .unwrap_or_default(),
-            ),
-        )
+        Some(extras.counters.as_ref()?.snapshot(
+            self.len(),
+            &self.arena.pending_by_line(),
+            extras.refused.get(),
+            self.spilled(),
+            self.arena.heap_bytes(),
+        ))
     }
 
     /// Runs every pending closure now, last registered first. The scope stays usable and keeps
@@ -814,13 +826,9 @@ impl<'env, const N: usize> Scope<'env, N> {
     /// ```
     #[inline]
     pub fn dismiss(&mut self) {
-        let pending = self.arena.len();
-        if let Some(extras) = self.arena.extras_mut() {
+        if let Some(extras) = self.arena.extras() {
             extras.forget_pending();
-            if let Some(counters) = &mut extras.counters {
-                counters.dismissed(pending);
-            }
-            extras.sites_consumed(pending);
+            self.count_consumed(Consumed::Dismissed);
         }
         self.arena.discard_all();
     }
@@ -852,13 +860,7 @@ impl<'env, const N: usize> Scope<'env, N> {
     #[must_use = "dropping the taken scope runs its closures at once"]
     #[inline]
     pub fn take(&mut self) -> Self {
-        let pending = self.arena.len();
-        if let Some(extras) = self.arena.extras_mut() {
-            if let Some(counters) = &mut extras.counters {
-                counters.taken(pending);
-            }
-            extras.sites_consumed(pending);
-        }
+        self.count_consumed(Consumed::Taken);
         self.set_aside()
     }
 
@@ -883,6 +885,7 @@ impl<'env, const N: usize> Scope<'env, N> {
         if let Some(extras) = moved {
             taken.arena.extras_or_insert_with(|| extras);
         }
+        self.keep_tracking();
         taken
     }
 
@@ -896,22 +899,14 @@ impl<'env, const N: usize> Scope<'env, N> {
         }
         let arena = core::mem::replace(&mut *earlier.arena, Arena::new());
         self.arena.put_back(arena);
+        self.keep_tracking();
     }
 }
 
-/// Whether the arena may take one more closure, registered at `site` (which a scope with
-/// sites records). Called on the slow path only: for scopes with extras, and on growth.
-fn admit<const N: usize>(
-    arena: &Arena<'_, N, Extras<'_>>,
-    site: &'static Location<'static>,
-) -> bool {
-    if at_limit(arena) {
-        return false;
-    }
-    if let Some(sites) = arena.extras().and_then(|extras| extras.sites.as_ref()) {
-        sites.borrow_mut().registered(site);
-    }
-    true
+/// Whether the arena may take one more closure. Called on the slow path only: for scopes with
+/// extras or that track sites, and on growth.
+fn admit<const N: usize>(arena: &Arena<'_, N, Extras<'_>>) -> bool {
+    !at_limit(arena)
 }
 
 /// Whether the pending closures have reached the scope's limit.

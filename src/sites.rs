@@ -1,7 +1,11 @@
-//! Registration sites: which lines registered a tracked scope's closures, for [`Stats`] and
-//! for the message of a refused closure.
+//! Registration sites: which line registered each pending closure, kept with the closures.
 //!
-//! [`Stats`]: crate::Stats
+//! A scope's storage owns a [`Sites`] once something needs the lines: stats or a limit (then
+//! every closure's line is recorded), or the process-wide [profile](crate::profile) (then the
+//! closures it counts are). The lines are kept as runs, one per stretch of slots registered by
+//! one line, because a pile-up is one long run: recording a closure whose line is the last
+//! one's costs a comparison. Setting closures aside, putting them back and `take` move the
+//! storage, and its `Sites` with it, so the lines can never disagree with the closures.
 
 use alloc::vec::Vec;
 use core::fmt;
@@ -9,9 +13,289 @@ use core::panic::Location;
 
 use smallvec::SmallVec;
 
-/// Entries kept inline, like a scope's default inline slots, so that a tracked scope that
-/// stays small allocates only its extras.
-const INLINE_SITES: usize = 8;
+#[cfg(feature = "std")]
+use crate::profile::{self, Entry};
+
+/// What is known of where the closures of a run come from.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Site {
+    /// Nothing: closures registered while nothing recorded their lines (only the profile
+    /// leaves some unrecorded).
+    #[cfg_attr(not(feature = "std"), allow(dead_code))]
+    Unknown,
+    /// Recorded for the scope's stats or limit.
+    Line(&'static Location<'static>),
+    /// Recorded and counted in the process-wide profile.
+    #[cfg(feature = "std")]
+    Counted(&'static Entry),
+}
+
+impl Site {
+    /// The line, if known.
+    pub(crate) fn location(self) -> Option<&'static Location<'static>> {
+        match self {
+            Site::Unknown => None,
+            Site::Line(location) => Some(location),
+            #[cfg(feature = "std")]
+            Site::Counted(entry) => Some(entry.location),
+        }
+    }
+
+    fn is(self, other: Site) -> bool {
+        match (self, other) {
+            (Site::Unknown, Site::Unknown) => true,
+            (Site::Line(a), Site::Line(b)) => same_line(a, b),
+            #[cfg(feature = "std")]
+            (Site::Counted(a), Site::Counted(b)) => core::ptr::eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+/// Slots `start..` (up to the next run's start, or the end of the storage) share a site.
+#[derive(Clone, Copy, Debug)]
+struct Run {
+    start: usize,
+    site: Site,
+}
+
+/// The sites of a storage's pending closures, by runs. Slots before the first run are
+/// [`Site::Unknown`].
+#[derive(Debug)]
+pub(crate) struct Sites {
+    /// In increasing order of `start`, no two neighbours with the same site.
+    runs: SmallVec<[Run; 2]>,
+    /// The profile's count of the closures that were pending when it began to count this
+    /// storage: the slots `0..count`, each one unit of the entry.
+    #[cfg(feature = "std")]
+    spill: Option<(&'static Entry, usize)>,
+    /// The index of the next slot the profile counts: [`NOT_COUNTING`] until it begins,
+    /// [`PAUSED`] while profiling is off.
+    #[cfg(feature = "std")]
+    pub(crate) next_sample: usize,
+    /// The last entry counted, to spare a look-up when a line registers again.
+    #[cfg(feature = "std")]
+    cached: Option<&'static Entry>,
+}
+
+/// [`Sites::next_sample`] before the profile counts anything in this storage.
+#[cfg(feature = "std")]
+pub(crate) const NOT_COUNTING: usize = usize::MAX;
+
+/// [`Sites::next_sample`] once the profile counted some closures and was then disabled: no
+/// more are counted until the storage empties, and nothing is counted twice.
+#[cfg(feature = "std")]
+pub(crate) const PAUSED: usize = usize::MAX - 1;
+
+impl Sites {
+    pub(crate) fn new() -> Self {
+        Sites {
+            runs: SmallVec::new(),
+            #[cfg(feature = "std")]
+            spill: None,
+            #[cfg(feature = "std")]
+            next_sample: NOT_COUNTING,
+            #[cfg(feature = "std")]
+            cached: None,
+        }
+    }
+
+    /// Records that slot `index`, the last one, was registered at `site`.
+    #[inline]
+    pub(crate) fn record(&mut self, index: usize, site: Site) {
+        #[cfg(feature = "std")]
+        if let Site::Counted(entry) = site {
+            entry.add(1);
+        }
+        match self.runs.last_mut() {
+            Some(last) if last.site.is(site) => {}
+            // An empty run (see `close`) takes the site.
+            Some(last) if last.start == index => {
+                last.site = site;
+                let len = self.runs.len();
+                if len >= 2 && self.runs[len - 2].site.is(site) {
+                    self.runs.pop();
+                }
+            }
+            _ => self.runs.push(Run { start: index, site }),
+        }
+    }
+
+    /// Marks the slots from `index` on as registered unseen, until the next record.
+    #[cfg(feature = "std")]
+    fn close(&mut self, index: usize) {
+        if !matches!(self.runs.last(), Some(last) if last.site.is(Site::Unknown)) {
+            self.runs.push(Run {
+                start: index,
+                site: Site::Unknown,
+            });
+        }
+    }
+
+    /// Puts down the closures `0..len` whose line is unknown to `site`, where tracking began:
+    /// from here on every slot has a line.
+    pub(crate) fn start_tracking(&mut self, len: usize, site: &'static Location<'static>) {
+        for run in &mut self.runs {
+            if let Site::Unknown = run.site {
+                run.site = Site::Line(site);
+            }
+        }
+        if len > 0 && self.runs.first().is_none_or(|first| first.start > 0) {
+            self.runs.insert(
+                0,
+                Run {
+                    start: 0,
+                    site: Site::Line(site),
+                },
+            );
+        }
+        self.runs.dedup_by(|later, kept| later.site.is(kept.site));
+    }
+
+    /// Forgets the slots `from..len`, which left the storage: the profile stops counting
+    /// them, and `visit` is told how many each run had, first registered first.
+    pub(crate) fn consumed(
+        &mut self,
+        from: usize,
+        len: usize,
+        visit: &mut dyn FnMut(&'static Location<'static>, usize),
+    ) {
+        let kept = self.runs.partition_point(|run| run.start < from);
+        self.visit(from, len, &mut |site, count| {
+            #[cfg(feature = "std")]
+            if let Site::Counted(entry) = site {
+                entry.remove(count);
+            }
+            if let Some(location) = site.location() {
+                visit(location, count);
+            }
+        });
+        self.runs.truncate(kept);
+        #[cfg(feature = "std")]
+        {
+            if let Some((entry, count)) = &mut self.spill {
+                if *count > from {
+                    entry.remove(*count - from);
+                    *count = from;
+                }
+                if *count == 0 {
+                    self.spill = None;
+                }
+            }
+            if from == 0 {
+                self.next_sample = NOT_COUNTING;
+            }
+        }
+    }
+
+    /// Tells `visit` the site of the slots `from..len` and how many, run by run, first
+    /// registered first (skipping slots before the first run).
+    fn visit(&self, from: usize, len: usize, visit: &mut dyn FnMut(Site, usize)) {
+        let first = self
+            .runs
+            .partition_point(|run| run.start < from)
+            .saturating_sub(1);
+        for (i, run) in self.runs.iter().enumerate().skip(first) {
+            let start = run.start.max(from);
+            let end = self.runs.get(i + 1).map_or(len, |next| next.start).min(len);
+            if end > start {
+                visit(run.site, end - start);
+            }
+        }
+    }
+
+    /// Tells `visit` how many of the slots `0..len` each run's line registered, first
+    /// registered first.
+    pub(crate) fn lines(
+        &self,
+        len: usize,
+        visit: &mut dyn FnMut(&'static Location<'static>, usize),
+    ) {
+        self.visit(0, len, &mut |site, count| {
+            if let Some(location) = site.location() {
+                visit(location, count);
+            }
+        });
+    }
+
+    /// How many of the slots `0..len` each line registered, in order of first registration.
+    pub(crate) fn by_line(&self, len: usize) -> Vec<(&'static Location<'static>, usize)> {
+        let mut lines: Vec<(&'static Location<'static>, usize)> = Vec::new();
+        self.lines(len, &mut |location, count| match lines
+            .iter_mut()
+            .find(|(line, _)| same_line(line, location))
+        {
+            Some((_, total)) => *total += count,
+            None => lines.push((location, count)),
+        });
+        lines
+    }
+}
+
+#[cfg(feature = "std")]
+impl Sites {
+    /// Records slot `index`, registered at `site`, for the profile that samples one slot in
+    /// `period` (a sampling period of zero: profiling is off). `tracking` says whether every
+    /// slot is recorded. Afterwards `next_sample` is the next slot to count, up to which
+    /// registrations need not be seen.
+    pub(crate) fn sample(
+        &mut self,
+        index: usize,
+        site: &'static Location<'static>,
+        period: usize,
+        tracking: bool,
+    ) {
+        if period == 0 {
+            if self.next_sample != NOT_COUNTING {
+                self.next_sample = PAUSED;
+            }
+        } else if self.next_sample == NOT_COUNTING {
+            self.begin_counting(index, site, period);
+        } else if self.next_sample == PAUSED {
+            self.next_sample = index + profile::gap(period) - 1;
+        }
+        if index >= self.next_sample && period != 0 {
+            let entry = match self.cached {
+                Some(entry) if entry.is_for(site, period) => entry,
+                _ => *self.cached.insert(profile::entry(site, period)),
+            };
+            self.record(index, Site::Counted(entry));
+            self.next_sample = index.saturating_add(profile::gap(period));
+            if !tracking && self.next_sample > index + 1 {
+                self.close(index + 1);
+            }
+        } else if tracking {
+            self.record(index, Site::Line(site));
+        } else {
+            self.close(index);
+        }
+    }
+
+    /// Begins counting this storage at slot `index`: of the `index` closures already pending,
+    /// the ones a sampler would have picked are put down to `site`.
+    fn begin_counting(&mut self, index: usize, site: &'static Location<'static>, period: usize) {
+        let mut next = profile::gap(period) - 1;
+        let mut picked = 0;
+        while next < index {
+            picked += 1;
+            next = next.saturating_add(profile::gap(period));
+        }
+        if picked > 0 {
+            let entry = profile::entry(site, period);
+            entry.add(picked);
+            self.spill = Some((entry, picked));
+        }
+        self.next_sample = next;
+    }
+}
+
+impl Drop for Sites {
+    fn drop(&mut self) {
+        // Only ever dropped once its storage is drained.
+        #[cfg(feature = "std")]
+        debug_assert!(self.spill.is_none());
+    }
+}
 
 /// The closures one line of code registered on a scope: see [`Stats::sites`].
 ///
@@ -31,168 +315,11 @@ pub struct SiteStats {
     pub pending_at_high_water: usize,
 }
 
-/// The bookkeeping behind [`SiteStats`], kept by scopes with stats or a limit.
-#[derive(Debug)]
-pub(crate) struct Sites {
-    /// The site of every closure in the scope's storage, in registration order. The top
-    /// `len()` entries are the scope's pending closures; any below them belong to closures a
-    /// loop has set aside, and are the top again once the loop puts them back.
-    stack: SmallVec<[&'static Location<'static>; INLINE_SITES]>,
-    /// Per site, in order of first registration: closures consumed (run, dismissed or taken),
-    /// and how many were pending at `high_water`.
-    totals: SmallVec<[Total; 2]>,
-    /// The most closures pending at a drain so far, which `Total::at_high_water` describes.
-    high_water: usize,
-    /// Whether the process-wide profile counts this scope's closures.
-    #[cfg(feature = "std")]
-    profiled: bool,
-}
-
-#[derive(Debug)]
-struct Total {
-    location: &'static Location<'static>,
-    consumed: u64,
-    at_high_water: usize,
-}
-
-impl Sites {
-    /// Starts tracking a scope that holds `pending` closures already, whose lines are unknown:
-    /// they are put down to `site`, where tracking began.
-    pub(crate) fn new(pending: usize, site: &'static Location<'static>) -> Self {
-        let mut sites = Sites {
-            stack: SmallVec::new(),
-            totals: SmallVec::new(),
-            high_water: 0,
-            #[cfg(feature = "std")]
-            profiled: crate::profile::is_enabled(),
-        };
-        for _ in 0..pending {
-            sites.registered(site);
-        }
-        sites
-    }
-
-    /// Records a closure registered at `site`.
-    pub(crate) fn registered(&mut self, site: &'static Location<'static>) {
-        self.stack.push(site);
-        #[cfg(feature = "std")]
-        if self.profiled {
-            crate::profile::add(core::slice::from_ref(&site));
-        }
-    }
-
-    /// Records that the top `count` closures were consumed (run, dismissed or taken).
-    pub(crate) fn consumed(&mut self, count: usize) {
-        let from = self.stack.len() - count;
-        // Pending closures only accumulate between two drains, so a drain sees the most that
-        // were pending since the last one.
-        let new_high_water = count > self.high_water;
-        if new_high_water {
-            self.high_water = count;
-            for total in &mut self.totals {
-                total.at_high_water = 0;
-            }
-        }
-        // By runs of one site: a pile-up is one long run.
-        for run in self.stack[from..].chunk_by(|a, b| same_site(a, b)) {
-            let total = total_of(&mut self.totals, run[0]);
-            total.consumed += run.len() as u64;
-            if new_high_water {
-                total.at_high_water += run.len();
-            }
-        }
-        #[cfg(feature = "std")]
-        if self.profiled {
-            crate::profile::remove(&self.stack[from..]);
-        }
-        self.stack.truncate(from);
-    }
-
-    /// Per site, with `pending` closures pending now: the busiest at the high-water mark first.
-    pub(crate) fn snapshot(&self, pending: usize) -> Vec<SiteStats> {
-        let now = &self.stack[self.stack.len() - pending..];
-        // Pending now beyond every earlier drain: the high-water mark is now.
-        let high_water_is_now = pending > self.high_water;
-        let mut sites: Vec<SiteStats> = self
-            .totals
-            .iter()
-            .map(|total| SiteStats {
-                location: total.location,
-                registered: total.consumed,
-                pending: 0,
-                pending_at_high_water: if high_water_is_now {
-                    0
-                } else {
-                    total.at_high_water
-                },
-            })
-            .collect();
-        for run in now.chunk_by(|a, b| same_site(a, b)) {
-            let site = run[0];
-            let index = match sites.iter().position(|s| same_site(s.location, site)) {
-                Some(index) => index,
-                None => {
-                    sites.push(SiteStats {
-                        location: site,
-                        registered: 0,
-                        pending: 0,
-                        pending_at_high_water: 0,
-                    });
-                    sites.len() - 1
-                }
-            };
-            let stats = &mut sites[index];
-            stats.registered += run.len() as u64;
-            stats.pending += run.len();
-            if high_water_is_now {
-                stats.pending_at_high_water += run.len();
-            }
-        }
-        sort_busiest_first(&mut sites);
-        sites
-    }
-
-    /// The site with the most of the top `pending` closures, and how many it has.
-    pub(crate) fn busiest(&self, pending: usize) -> Option<(&'static Location<'static>, usize)> {
-        let now = &self.stack[self.stack.len() - pending..];
-        // Counted by runs, per distinct line: linear in the pending closures.
-        let mut counts: SmallVec<[(&'static Location<'static>, usize); 4]> = SmallVec::new();
-        for run in now.chunk_by(|a, b| same_site(a, b)) {
-            match counts.iter_mut().find(|(site, _)| same_site(site, run[0])) {
-                Some((_, count)) => *count += run.len(),
-                None => counts.push((run[0], run.len())),
-            }
-        }
-        // The most; of equals, the line registered first.
-        counts
-            .into_iter()
-            .reduce(|best, next| if next.1 > best.1 { next } else { best })
-    }
-}
-
 /// Whether two locations are the same line: by address first, which is one comparison and
 /// almost always decides (a line can have several addresses, one per codegen unit).
-fn same_site(a: &'static Location<'static>, b: &'static Location<'static>) -> bool {
-    core::ptr::eq(a, b) || a == b
-}
-
-/// The totals of `location`, added if it is new.
-fn total_of<'a>(
-    totals: &'a mut SmallVec<[Total; 2]>,
-    location: &'static Location<'static>,
-) -> &'a mut Total {
-    let index = match totals.iter().position(|t| same_site(t.location, location)) {
-        Some(index) => index,
-        None => {
-            totals.push(Total {
-                location,
-                consumed: 0,
-                at_high_water: 0,
-            });
-            totals.len() - 1
-        }
-    };
-    &mut totals[index]
+pub(crate) fn same_line(a: &'static Location<'static>, b: &'static Location<'static>) -> bool {
+    core::ptr::eq(a, b)
+        || (a.line() == b.line() && a.column() == b.column() && a.file() == b.file())
 }
 
 /// Orders sites by closures pending at the high-water mark, then by closures registered; ties
@@ -222,33 +349,72 @@ pub(crate) fn write_table(
         )?;
     }
     if sites.len() > rows {
-        writeln!(f, "  ... and {} more sites", sites.len() - rows)?;
+        let more = sites.len() - rows;
+        writeln!(f, "  ... and {more} more {}", plural(more, "site", "sites"))?;
     }
     Ok(())
+}
+
+/// `one` or `many`, by `count`.
+pub(crate) fn plural(count: usize, one: &'static str, many: &'static str) -> &'static str {
+    if count == 1 { one } else { many }
 }
 
 #[cfg(test)]
 mod tests {
     use core::panic::Location;
 
-    use super::Sites;
+    use super::{Site, Sites};
 
     /// One line can have two `Location`s at two addresses (one per codegen unit): it is still
-    /// one site.
+    /// one line.
     #[test]
-    fn a_line_with_two_addresses_is_one_site() {
+    fn a_line_with_two_addresses_is_one_line() {
         // Two statics with one value: one line at two addresses.
         static HERE: Location<'static> = *Location::caller();
         static COPY: Location<'static> = HERE;
         let (here, copy) = (&HERE, &COPY);
-        let mut sites = Sites::new(0, here);
-        sites.registered(here);
-        sites.registered(copy);
-        sites.registered(here);
-        assert_eq!(sites.busiest(3), Some((here, 3)));
-        sites.consumed(2);
-        let stats = sites.snapshot(1);
-        assert_eq!(stats.len(), 1);
-        assert_eq!((stats[0].registered, stats[0].pending), (3, 1));
+        let mut sites = Sites::new();
+        sites.record(0, Site::Line(here));
+        sites.record(1, Site::Line(copy));
+        sites.record(2, Site::Line(here));
+        assert_eq!(sites.by_line(3), [(here, 3)]);
+        let mut seen = alloc::vec::Vec::new();
+        sites.consumed(1, 3, &mut |line, count| seen.push((line, count)));
+        assert_eq!(seen, [(here, 2)]);
+        assert_eq!(sites.by_line(1), [(here, 1)]);
+    }
+
+    /// Runs split where the line changes and are counted by line, in order of first
+    /// registration; consuming part of a run keeps the rest.
+    #[test]
+    fn runs_follow_the_lines_and_partial_consumption() {
+        let (a, b) = (Location::caller(), Location::caller());
+        let mut sites = Sites::new();
+        for (index, line) in [a, a, b, a].into_iter().enumerate() {
+            sites.record(index, Site::Line(line));
+        }
+        assert_eq!(sites.by_line(4), [(a, 3), (b, 1)]);
+        assert_eq!(sites.by_line(2), [(a, 2)]);
+        let mut seen = alloc::vec::Vec::new();
+        sites.consumed(1, 4, &mut |line, count| seen.push((line, count)));
+        assert_eq!(seen, [(a, 1), (b, 1), (a, 1)]);
+        assert_eq!(sites.by_line(1), [(a, 1)]);
+        sites.record(1, Site::Line(b));
+        assert_eq!(sites.by_line(2), [(a, 1), (b, 1)]);
+    }
+
+    /// Tracking that begins puts down every unknown slot to its line, and only those.
+    #[test]
+    fn tracking_puts_down_the_unknown_slots() {
+        let (a, b) = (Location::caller(), Location::caller());
+        let mut sites = Sites::new();
+        sites.record(2, Site::Line(a));
+        sites.record(3, Site::Unknown);
+        sites.start_tracking(5, b);
+        assert_eq!(sites.by_line(5), [(b, 4), (a, 1)]);
+        let mut empty = Sites::new();
+        empty.start_tracking(0, b);
+        assert!(empty.by_line(0).is_empty());
     }
 }

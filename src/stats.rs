@@ -2,8 +2,11 @@
 
 use alloc::vec::Vec;
 use core::fmt;
+use core::panic::Location;
 
-use crate::sites::{SiteStats, write_table};
+use smallvec::SmallVec;
+
+use crate::sites::{SiteStats, same_line, sort_busiest_first, write_table};
 
 /// How a scope (or a loop's scope, over all its iterations) has been used.
 ///
@@ -139,7 +142,11 @@ impl Stats {
         self.panics += other.panics;
         self.errors += other.errors;
         for site in &other.sites {
-            match self.sites.iter_mut().find(|s| s.location == site.location) {
+            match self
+                .sites
+                .iter_mut()
+                .find(|s| same_line(s.location, site.location))
+            {
                 Some(mine) => {
                     mine.registered += site.registered;
                     mine.pending_at_high_water =
@@ -148,12 +155,12 @@ impl Stats {
                 None => self.sites.push(*site),
             }
         }
-        crate::sites::sort_busiest_first(&mut self.sites);
+        sort_busiest_first(&mut self.sites);
     }
 }
 
 /// The counters behind [`Stats`].
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Counters {
     ran: u64,
     dismissed: u64,
@@ -161,12 +168,75 @@ pub(crate) struct Counters {
     high_water: usize,
     panics: u64,
     errors: u64,
+    /// Per line, in order of first registration: closures consumed, and how many were
+    /// pending when the scope reached `high_water`.
+    lines: SmallVec<[LineTotal; 2]>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct LineTotal {
+    location: &'static Location<'static>,
+    consumed: u64,
+    at_high_water: usize,
+}
+
+/// What happened to the closures a drain, `dismiss` or `take` consumed.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Consumed {
+    Ran,
+    Dismissed,
+    Taken,
 }
 
 impl Counters {
-    pub(crate) fn ran(&mut self, pending: usize) {
-        self.high_water = self.high_water.max(pending);
-        self.ran += pending as u64;
+    /// Records that the `pending` closures are being consumed, as `how`; returns whether this
+    /// is a new high-water mark, to pass to [`Counters::consumed_at`].
+    pub(crate) fn consumed(&mut self, pending: usize, how: Consumed) -> bool {
+        let counter = match how {
+            Consumed::Ran => &mut self.ran,
+            Consumed::Dismissed => &mut self.dismissed,
+            Consumed::Taken => &mut self.taken,
+        };
+        *counter += pending as u64;
+        // Pending closures only accumulate between two consumptions, so one sees the most
+        // that were pending since the last.
+        let new_high_water = pending > self.high_water;
+        if new_high_water {
+            self.high_water = pending;
+            for line in &mut self.lines {
+                line.at_high_water = 0;
+            }
+        }
+        new_high_water
+    }
+
+    /// Records that `count` of the closures being consumed were registered at `location`.
+    pub(crate) fn consumed_at(
+        &mut self,
+        location: &'static Location<'static>,
+        count: usize,
+        new_high_water: bool,
+    ) {
+        let index = match self
+            .lines
+            .iter()
+            .position(|line| same_line(line.location, location))
+        {
+            Some(index) => index,
+            None => {
+                self.lines.push(LineTotal {
+                    location,
+                    consumed: 0,
+                    at_high_water: 0,
+                });
+                self.lines.len() - 1
+            }
+        };
+        let line = &mut self.lines[index];
+        line.consumed += count as u64;
+        if new_high_water {
+            line.at_high_water += count;
+        }
     }
 
     pub(crate) fn failed(&mut self, panics: usize, errors: usize) {
@@ -174,24 +244,52 @@ impl Counters {
         self.errors += errors as u64;
     }
 
-    pub(crate) fn dismissed(&mut self, pending: usize) {
-        self.high_water = self.high_water.max(pending);
-        self.dismissed += pending as u64;
-    }
-
-    pub(crate) fn taken(&mut self, pending: usize) {
-        self.high_water = self.high_water.max(pending);
-        self.taken += pending as u64;
-    }
-
+    /// The stats, with `pending` closures pending now, `by_line` of them per line.
     pub(crate) fn snapshot(
         &self,
         pending: usize,
+        by_line: &[(&'static Location<'static>, usize)],
         refused: u64,
         spilled: bool,
         heap_bytes: usize,
-        sites: Vec<SiteStats>,
     ) -> Stats {
+        // Pending now beyond every earlier consumption: the high-water mark is now.
+        let high_water_is_now = pending > self.high_water;
+        let mut sites: Vec<SiteStats> = self
+            .lines
+            .iter()
+            .map(|line| SiteStats {
+                location: line.location,
+                registered: line.consumed,
+                pending: 0,
+                pending_at_high_water: if high_water_is_now {
+                    0
+                } else {
+                    line.at_high_water
+                },
+            })
+            .collect();
+        for &(location, count) in by_line {
+            let index = match sites.iter().position(|s| same_line(s.location, location)) {
+                Some(index) => index,
+                None => {
+                    sites.push(SiteStats {
+                        location,
+                        registered: 0,
+                        pending: 0,
+                        pending_at_high_water: 0,
+                    });
+                    sites.len() - 1
+                }
+            };
+            let site = &mut sites[index];
+            site.registered += count as u64;
+            site.pending += count;
+            if high_water_is_now {
+                site.pending_at_high_water += count;
+            }
+        }
+        sort_busiest_first(&mut sites);
         Stats {
             registered: self.ran + self.dismissed + self.taken + pending as u64,
             ran: self.ran,

@@ -1,20 +1,146 @@
-//! The process-wide profile. One test, alone in its binary: the profile is global, and other
-//! tests running at the same time would add their scopes to it.
+//! The process-wide profile: every kind of scope, created with no option, is counted; counts
+//! add up across threads; closures leave the report whenever they leave their storage; the
+//! sampled mode estimates within its stated error.
+//!
+//! The profile is global: the tests take one lock, so that none of them enables or disables
+//! it under another, and each looks only at the lines it registers from.
 #![cfg(feature = "std")]
 
-use std::sync::Barrier;
+mod common;
 
-use scoped_defer::{Scope, profile};
+use std::sync::{Barrier, Mutex, MutexGuard};
+
+use scoped_defer::{
+    AsyncScope, Scope, SendScope, for_each_scoped, for_each_scoped_in, profile, scope, try_scope,
+};
+
+static PROFILE: Mutex<()> = Mutex::new(());
+
+/// Takes the profile for this test, exact.
+fn exact() -> MutexGuard<'static, ()> {
+    let guard = PROFILE.lock().unwrap_or_else(|e| e.into_inner());
+    profile::enable();
+    guard
+}
+
+/// Closures pending at `line` of this file, in the report now.
+fn pending_at(line: u32) -> usize {
+    profile::report()
+        .sites()
+        .iter()
+        .filter(|site| site.location.file() == file!() && site.location.line() == line)
+        .map(|site| site.pending)
+        .sum()
+}
+
+/// How many closures a pile-up registers: past any scope's inline slots.
+const PILE: usize = 100;
+
+#[test]
+fn every_kind_of_scope_is_counted_with_no_option() {
+    let _profile = exact();
+
+    let plain = Scope::new();
+    let line = line!() + 2;
+    for i in 0..PILE {
+        plain.defer(move || assert!(i < PILE));
+    }
+    assert_eq!(pending_at(line), PILE, "Scope");
+    drop(plain);
+    assert_eq!(pending_at(line), 0);
+
+    let sendable = SendScope::new();
+    let line = line!() + 2;
+    for i in 0..PILE {
+        sendable.defer(move || assert!(i < PILE));
+    }
+    let sendable = std::thread::spawn(move || sendable).join().unwrap();
+    assert_eq!(pending_at(line), PILE, "SendScope, moved to another thread");
+    std::thread::spawn(move || drop(sendable)).join().unwrap();
+    assert_eq!(pending_at(line), 0);
+
+    let line = line!() + 3;
+    scope(|s| {
+        for i in 0..PILE {
+            s.defer(move || assert!(i < PILE));
+        }
+        assert_eq!(pending_at(line), PILE, "scope()");
+    });
+    assert_eq!(pending_at(line), 0);
+
+    let line = line!() + 3;
+    try_scope(|s| {
+        for i in 0..PILE {
+            s.defer(move || assert!(i < PILE));
+        }
+        assert_eq!(pending_at(line), PILE, "try_scope()");
+        Ok::<(), ()>(())
+    })
+    .unwrap();
+    assert_eq!(pending_at(line), 0);
+
+    // A pile-up inside one iteration of a loop helper, and one across the iterations of a
+    // loop that defers into the caller's scope.
+    let line = line!() + 3;
+    for_each_scoped(0..3, |s, item| {
+        for i in 0..PILE {
+            s.defer(move || assert!(i < PILE));
+        }
+        assert_eq!(pending_at(line), PILE, "for_each_scoped, item {item}");
+    });
+    assert_eq!(pending_at(line), 0);
+    let function_wide = Scope::new();
+    let line = line!() + 2;
+    for_each_scoped(0..PILE, |_, i| {
+        function_wide.defer(move || assert!(i < PILE));
+    });
+    assert_eq!(pending_at(line), PILE, "the Go mistake, in a loop helper");
+    drop(function_wide);
+    assert_eq!(pending_at(line), 0);
+
+    let async_scope = AsyncScope::new();
+    let (sync_line, async_line) = (line!() + 2, line!() + 5);
+    for i in 0..PILE {
+        async_scope.defer(move || assert!(i < PILE));
+    }
+    for i in 0..PILE {
+        async_scope.defer_async(async move { assert!(i < PILE) });
+    }
+    assert_eq!(
+        (pending_at(sync_line), pending_at(async_line)),
+        (PILE, PILE),
+        "AsyncScope"
+    );
+    block_on(async_scope.finish()).unwrap();
+    assert_eq!((pending_at(sync_line), pending_at(async_line)), (0, 0));
+}
+
+#[cfg(feature = "rayon")]
+#[test]
+fn parallel_workers_are_counted() {
+    let _profile = exact();
+    let registered = Barrier::new(2);
+    let line = line!() + 5;
+    std::thread::scope(|threads| {
+        threads.spawn(|| {
+            scoped_defer::par_for_each_scoped(0..1, |s, _| {
+                for i in 0..PILE {
+                    s.defer(move || assert!(i < PILE));
+                }
+                registered.wait();
+                registered.wait();
+            });
+        });
+        registered.wait();
+        assert_eq!(pending_at(line), PILE);
+        registered.wait();
+    });
+    assert_eq!(pending_at(line), 0);
+}
 
 #[test]
 fn the_report_adds_up_the_scopes_of_every_thread_and_empties_as_they_end() {
-    assert!(profile::report().sites().is_empty());
-    let before = Scope::with_stats();
-    before.defer(|| ());
-    profile::enable();
-    let untracked = Scope::new();
-    untracked.defer(|| ());
-
+    let _profile = exact();
     const THREADS: usize = 4;
     let (registered, checked) = (Barrier::new(THREADS + 1), Barrier::new(THREADS + 1));
     let (pile, once) = (line!() + 7, line!() + 9);
@@ -22,7 +148,7 @@ fn the_report_adds_up_the_scopes_of_every_thread_and_empties_as_they_end() {
         for t in 0..THREADS {
             let (registered, checked) = (&registered, &checked);
             threads.spawn(move || {
-                let scope = Scope::with_limit(1_000);
+                let scope = Scope::new();
                 for _ in 0..10 * (t + 1) {
                     scope.defer(|| ());
                 }
@@ -39,51 +165,163 @@ fn the_report_adds_up_the_scopes_of_every_thread_and_empties_as_they_end() {
     let rows: Vec<(u32, usize)> = report
         .sites()
         .iter()
-        .map(|site| {
-            assert_eq!(site.location.file(), file!());
-            (site.location.line(), site.pending)
-        })
+        .filter(|site| site.location.file() == file!())
+        .map(|site| (site.location.line(), site.pending))
         .collect();
     assert_eq!(rows, [(pile, 10 + 20 + 30 + 40), (once, THREADS)]);
-    assert_eq!(report.total(), 104);
-    assert_eq!(
-        report.folded(),
-        format!(
-            "scoped_defer;{file}:{pile}:27 100\nscoped_defer;{file}:{once}:23 4\n",
-            file = file!()
-        )
-    );
+    assert!(!report.is_estimate());
+    let folded = report.folded();
+    for (line, count) in [(pile, 100), (once, THREADS)] {
+        let row = format!("scoped_defer;{}:{line}:", file!());
+        assert!(
+            folded
+                .lines()
+                .any(|l| l.starts_with(&row) && l.ends_with(&format!(" {count}"))),
+            "{folded}"
+        );
+    }
     let printed = report.to_string();
-    assert!(printed.starts_with("104 closures pending in profiled scopes, at 2 sites"));
     assert!(
-        profile::report().sites().is_empty(),
-        "every scope has ended"
+        printed.contains(" closures pending, registered at "),
+        "{printed}"
     );
+    assert_eq!(
+        (pending_at(pile), pending_at(once)),
+        (0, 0),
+        "every scope ended"
+    );
+}
 
-    // Dismissed and taken closures leave the profile too, and so does a panicking drain.
-    let mut scope = Scope::with_stats();
-    scope.defer(|| ());
+#[test]
+fn closures_leave_the_report_when_they_leave_their_storage() {
+    let _profile = exact();
+    common::quiet_panics();
+    let line = line!() + 3;
+    let fill = |scope: &Scope<'_, 2>| {
+        for _ in 0..5 {
+            scope.defer(|| ());
+        }
+    };
+    let mut scope: Scope<'_, 2> = Scope::default();
+    fill(&scope);
+    assert_eq!(pending_at(line), 5);
+    // Taken closures are still pending, in the scope that took them.
     let taken = scope.take();
-    assert!(
-        profile::report().sites().is_empty(),
-        "taken: no longer this scope's"
-    );
+    assert_eq!(pending_at(line), 5);
     drop(taken);
-    scope.defer(|| ());
+    assert_eq!(pending_at(line), 0);
+    fill(&scope);
     scope.dismiss();
-    assert!(profile::report().sites().is_empty(), "dismissed");
+    assert_eq!(pending_at(line), 0, "dismissed");
+    fill(&scope);
     scope.defer(|| panic!("cleanup failed"));
-    assert_eq!(profile::report().total(), 1);
-    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scope.run_now()));
+    let panicked = common::catch_expected(|| scope.run_now());
     assert!(panicked.is_err());
-    assert!(profile::report().sites().is_empty());
-
+    assert_eq!(pending_at(line), 0, "a panicking drain");
+    // Set aside by a loop, and put back.
+    fill(&scope);
+    for_each_scoped_in(&mut scope, 0..3, |s, _| fill(s));
+    assert_eq!(pending_at(line), 5, "set aside and put back");
+    scope.run_now();
+    assert_eq!(pending_at(line), 0);
+    // Disabled while counted: what was counted still leaves, nothing more is counted.
+    fill(&scope);
     profile::disable();
-    let after = Scope::with_stats();
-    after.defer(|| ());
-    assert!(
-        profile::report().sites().is_empty(),
-        "not counted once disabled"
+    fill(&scope);
+    assert_eq!(pending_at(line), 5);
+    profile::enable();
+    fill(&scope);
+    // Counting resumes when the scope next grows.
+    assert!((5..=10).contains(&pending_at(line)), "{}", pending_at(line));
+    scope.run_now();
+    assert_eq!(pending_at(line), 0);
+    fill(&scope);
+    assert_eq!(pending_at(line), 5);
+    drop(scope);
+    assert_eq!(pending_at(line), 0);
+}
+
+/// A loop body that replaces the scope it was lent, with closures counted on both sides.
+#[test]
+fn a_replaced_loop_scope_leaves_no_count_behind() {
+    let _profile = exact();
+    let line = line!() + 3;
+    let fill = |scope: &Scope<'_, 2>| {
+        for _ in 0..5 {
+            scope.defer(|| ());
+        }
+    };
+    let mut kept = Vec::new();
+    let mut scope: Scope<'_, 2> = Scope::default();
+    fill(&scope);
+    for_each_scoped_in(&mut scope, 0..4, |s, i| {
+        fill(s);
+        match i {
+            0 => *s = Scope::default(),
+            1 => drop(std::mem::take(s)),
+            2 => kept.push(std::mem::take(s)),
+            _ => {
+                let mut other = Scope::default();
+                fill(&other);
+                std::mem::swap(s, &mut other);
+            }
+        }
+    });
+    assert_eq!(
+        pending_at(line),
+        5 + 5,
+        "the caller's, and the kept scope's"
     );
-    drop((before, untracked, after));
+    drop(kept);
+    assert_eq!(pending_at(line), 5);
+    drop(scope);
+    assert_eq!(pending_at(line), 0);
+}
+
+#[test]
+fn a_sampled_profile_estimates_within_its_error() {
+    let _profile = PROFILE.lock().unwrap_or_else(|e| e.into_inner());
+    // The relative standard error is sqrt(period / pending): 5.7% for the pile-up, 18% for
+    // the smaller line. The bounds are five standard errors wide: a false failure is rarer
+    // than one run in a million.
+    let (period, pile, small) = if cfg!(miri) {
+        (16, 4_000, 400)
+    } else {
+        (profile::DEFAULT_SAMPLE_PERIOD, 20_000, 2_000)
+    };
+    profile::enable_sampled(period);
+    let scope = Scope::new();
+    let (pile_line, small_line) = (line!() + 2, line!() + 4);
+    for i in 0..pile {
+        scope.defer(move || assert!(i < PILE));
+        if i % 10 == 0 {
+            scope.defer(move || assert!(i < PILE));
+        }
+    }
+    let report = profile::report();
+    profile::disable();
+    assert!(report.is_estimate());
+    assert!(report.to_string().contains("estimated"), "{report}");
+    for (line, pending) in [(pile_line, pile), (small_line, small)] {
+        let estimate = pending_at(line) as f64;
+        let error = 5.0 * (period as f64 / pending as f64).sqrt();
+        assert!(
+            (estimate / pending as f64 - 1.0).abs() < error,
+            "line {line}: {estimate} for {pending}"
+        );
+        assert_eq!(pending_at(line) % period, 0, "whole samples");
+    }
+    assert_eq!(report.sites()[0].location.line(), pile_line, "{report}");
+    drop(scope);
+    assert_eq!((pending_at(pile_line), pending_at(small_line)), (0, 0));
+}
+
+/// Polls a future that never waits.
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.as_mut().poll(&mut context) {
+        std::task::Poll::Ready(output) => output,
+        std::task::Poll::Pending => panic!("the futures of this test never wait"),
+    }
 }

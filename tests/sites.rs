@@ -266,7 +266,7 @@ fn stats_display_lists_the_busiest_sites_first() {
     };
     assert!(!sites(5).contains("more sites"), "{}", sites(5));
     assert!(
-        sites(6).ends_with("  ... and 1 more sites\n"),
+        sites(6).ends_with("  ... and 1 more site\n"),
         "{}",
         sites(6)
     );

@@ -28,13 +28,15 @@ fn work(sink: &Sink, x: u64) {
 pub type Mechanism = fn(&Sink, usize);
 
 /// The mechanisms by name, in the order the reports list them.
-pub const MECHANISMS: [(&str, Mechanism); 10] = [
+pub const MECHANISMS: [(&str, Mechanism); 12] = [
     ("direct call", direct),
     ("scopeguard guard", scopeguard_guard),
     ("indirect call (floor)", indirect_call),
     ("Scope::defer", scope_defer),
+    ("Scope::defer, limit", scope_defer_limit),
     ("Scope::defer, stats", scope_defer_stats),
     ("Scope::defer, profiled", scope_defer_profiled),
+    ("Scope::defer, sampled", scope_defer_sampled),
     ("Vec<Box<dyn FnOnce()>>", boxed_vec),
     ("async: .await by hand", awaited::by_hand),
     ("AsyncScope::defer_async", awaited::defer_async),
@@ -78,6 +80,16 @@ pub fn scope_defer(sink: &Sink, n: usize) {
     }
 }
 
+/// The same with a limit that is never reached, the guard against a pile-up.
+#[inline(never)]
+pub fn scope_defer_limit(sink: &Sink, n: usize) {
+    let scope: Scope<'_> = Scope::with_limit(100_000);
+    for i in 0..n {
+        let x = i as u64;
+        scope.defer(move || work(sink, x));
+    }
+}
+
 /// The same with stats, which record every closure's registration site.
 #[inline(never)]
 pub fn scope_defer_stats(sink: &Sink, n: usize) {
@@ -88,11 +100,20 @@ pub fn scope_defer_stats(sink: &Sink, n: usize) {
     }
 }
 
-/// The same with the process-wide profile on, which counts every site in a global table.
+/// A plain scope while the process-wide profile counts every registration exactly. (Enabled
+/// and disabled on every call, two stores that the empty scope's count subtracts.)
 #[inline(never)]
 pub fn scope_defer_profiled(sink: &Sink, n: usize) {
     scoped_defer::profile::enable();
-    scope_defer_stats(sink, n);
+    scope_defer(sink, n);
+    scoped_defer::profile::disable();
+}
+
+/// A plain scope while the profile samples at its default period.
+#[inline(never)]
+pub fn scope_defer_sampled(sink: &Sink, n: usize) {
+    scoped_defer::profile::enable_sampled(scoped_defer::profile::DEFAULT_SAMPLE_PERIOD);
+    scope_defer(sink, n);
     scoped_defer::profile::disable();
 }
 

@@ -4,7 +4,8 @@
 //! - [`slot`]: one closure, erased to four words (inline, or boxed if it does not fit);
 //! - [`segment`]: the heap segments a scope grows into, never moved or resized;
 //! - [`drain`]: consuming the slots last first, and going on when a closure panics;
-//! - this file: the [`Arena`] that ties them together: `N` inline slots, then the segments.
+//! - this file: the [`Arena`] that ties them together: `N` inline slots, then the segments,
+//!   and the [`Sites`] of the closures when something needs them.
 //!
 //! Registration goes through `&self`, so that a value held in a slot can be lent out while
 //! more closures are registered. That is sound because nothing ever moves or reads a slot
@@ -26,6 +27,7 @@ use alloc::boxed::Box;
 use core::cell::{Cell, UnsafeCell};
 use core::marker::PhantomData;
 use core::mem::{self, MaybeUninit};
+use core::panic::Location;
 use core::ptr::NonNull;
 
 #[cfg(feature = "std")]
@@ -37,6 +39,8 @@ use drain::{Run, Runs};
 use segment::Segment;
 use slot::{Mode, Slot};
 
+use crate::sites::{Site, Sites};
+
 /// Marks, in the arena's `used` word, that the arena has extras.
 const EXTRAS: usize = 1 << (usize::BITS - 1);
 
@@ -44,15 +48,23 @@ const EXTRAS: usize = 1 << (usize::BITS - 1);
 /// that `used` alone tells whether there is anything to run or free.
 const RETAINED: usize = 1 << (usize::BITS - 2);
 
-/// The most closures a scope may hold, so that their byte count stays below the flags: a limit
-/// that only a 32-bit target can reach (tens of millions of closures).
-const MAX_PENDING: usize = RETAINED / SLOT / 2;
+/// Marks, in the arena's `used` word, that every registration records its line in `sites`
+/// (stats or a limit need them): it sends every registration to the slow path, which records.
+const TRACKING: usize = 1 << (usize::BITS - 3);
 
-// The flags are the two top bits, and the segment that `MAX_PENDING` closures would start (as
-// large as everything before it) is the largest that ends below them.
+/// Every flag of the `used` word.
+const FLAGS: usize = EXTRAS | RETAINED | TRACKING;
+
+/// The most closures a scope may hold, so that their byte count stays below the flags: a limit
+/// that only a 32-bit target can reach (millions of closures).
+const MAX_PENDING: usize = TRACKING / SLOT / 2;
+
+// The flags are the three top bits, and the segment that `MAX_PENDING` closures would start
+// (as large as everything before it) is the largest that ends below them.
 static_assertions::const_assert_eq!(RETAINED, EXTRAS >> 1);
-static_assertions::const_assert!(MAX_PENDING * 2 * SLOT <= RETAINED);
-static_assertions::const_assert!((MAX_PENDING + 1) * 2 * SLOT > RETAINED);
+static_assertions::const_assert_eq!(TRACKING, RETAINED >> 1);
+static_assertions::const_assert!(MAX_PENDING * 2 * SLOT <= TRACKING);
+static_assertions::const_assert!((MAX_PENDING + 1) * 2 * SLOT > TRACKING);
 
 /// The bytes of one slot: lengths are kept in bytes, so that a slot's address is a base plus a
 /// length, with no multiplication on the hot paths.
@@ -66,6 +78,7 @@ pub(crate) struct Arena<'env, const N: usize, X> {
     /// nor dropped.
     inline: UnsafeCell<[MaybeUninit<Slot>; N]>,
     /// `count * SLOT`, for `count` pending closures, with the `EXTRAS` flag set if `extras` is
+    /// set, the `TRACKING` flag if every registration records its line,
     /// set: the flag makes every scope with extras fail both of the fast path's tests, so that
     /// the slow path alone deals with limits, without a test of its own on the fast path. The
     /// `RETAINED` flag is set if `count` is zero and `heap_end` is not (then it too sends the
@@ -74,8 +87,9 @@ pub(crate) struct Arena<'env, const N: usize, X> {
     /// Invariant: if `count > N`, `current` holds index `count - 1`, and every slot from `N`
     /// to `count` (across the segments up to `current`) is initialised as above.
     used: Cell<usize>,
-    /// Zero if the arena has no segment; otherwise `SLOT` times the index one past `current`'s
-    /// last slot.
+    /// Zero if the arena has no segment; otherwise `SLOT` times the index up to which the fast
+    /// path may register in `current`: one past its last slot, or the next slot the profile
+    /// counts if that comes first (always past the inline slots).
     heap_end: Cell<usize>,
     // The fields below are initialised only when they are needed, so that creating a scope
     // writes two words and dropping an unused one reads one.
@@ -89,6 +103,10 @@ pub(crate) struct Arena<'env, const N: usize, X> {
     /// Initialised exactly when `len` has the `EXTRAS` flag: a `Box::into_raw` pointer that
     /// the arena owns.
     extras: Cell<MaybeUninit<NonNull<X>>>,
+    /// Initialised when `used` has the `TRACKING` flag or `heap_end != 0`: the lines of the
+    /// pending closures, a `Box::into_raw` pointer that the arena owns, if anything records
+    /// them (always, with `TRACKING`). Part of the storage: it moves with the closures.
+    sites: Cell<MaybeUninit<Option<NonNull<Sites>>>>,
     /// The closures may borrow data of `'env` and need not be `Send` or `Sync`. `'env` is
     /// invariant: registration goes through `&self`, and a shared reference that could shorten
     /// `'env` would let a closure borrow data that dies before the arena runs it.
@@ -119,6 +137,7 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
             heap_base: Cell::new(MaybeUninit::uninit()),
             current: Cell::new(MaybeUninit::uninit()),
             extras: Cell::new(MaybeUninit::uninit()),
+            sites: Cell::new(MaybeUninit::uninit()),
             _closures: PhantomData,
         }
     }
@@ -130,14 +149,17 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
         self.inline.get().cast::<Slot>()
     }
 
-    /// Registers `deferred` and returns where it is stored, which stays valid until the next
-    /// drain. When the arena has extras or must grow, `admit` is asked first (to enforce a
-    /// limit): if it says no, `deferred` is dropped, the arena is unchanged, and the result is
-    /// `None` (a pointer-sized answer, so that the hot path returns it in a register).
+    /// Registers `deferred`, registered at `site`, and returns where it is stored, which stays
+    /// valid until the next drain. When the arena has extras or must grow, `admit` is asked
+    /// first (to enforce a limit): if it says no, `deferred` is dropped, the arena is
+    /// unchanged, and the result is `None` (a pointer-sized answer, so that the hot path
+    /// returns it in a register). The site is recorded only on the slow path, where the
+    /// arena tracks sites or the profile counts this registration.
     #[inline(always)]
     pub(crate) fn push<D: Deferred + 'env>(
         &self,
         deferred: D,
+        site: &'static Location<'static>,
         admit: impl FnOnce(&Self) -> bool,
     ) -> Option<NonNull<D>> {
         let used = self.used.get();
@@ -159,28 +181,35 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
         } else {
             // The slow path hands back the length it leaves, so that a caller registering in
             // a loop keeps it in a register rather than reading it back.
-            match self.reserve_slow(admit) {
+            match self.reserve_slow(site, admit) {
                 Some((slot, used)) => (slot.as_ptr(), used),
                 None => return None,
             }
         };
         // SAFETY: as above, in a segment or inline.
         let stored = unsafe { Slot::write(slot, deferred) };
-        // SAFETY: the byte count is below `RETAINED` (see `MAX_PENDING`), `RETAINED` itself is
-        // clear, and `EXTRAS` is the one bit above it: no overflow.
+        // SAFETY: the byte count is below `TRACKING` (see `MAX_PENDING`), `RETAINED` is clear,
+        // and the flags above the count only ever stay as they are: no overflow.
         self.used.set(unsafe { used.unchecked_add(SLOT) });
         Some(stored)
     }
 
-    /// Asks `admit`, then finds the first free slot, entering or adding a segment if needed;
-    /// returns it with `used` as it must be before the increment (without `RETAINED`).
+    /// Asks `admit`, then finds the first free slot, entering or adding a segment if needed,
+    /// and records `site` if anything needs it; returns the slot with `used` as it must be
+    /// before the increment (without `RETAINED`).
     #[cold]
     #[inline(never)]
-    fn reserve_slow(&self, admit: impl FnOnce(&Self) -> bool) -> Option<(NonNull<Slot>, usize)> {
+    fn reserve_slow(
+        &self,
+        site: &'static Location<'static>,
+        admit: impl FnOnce(&Self) -> bool,
+    ) -> Option<(NonNull<Slot>, usize)> {
         if !admit(self) {
             return None;
         }
-        let slot = self.free_slot(self.len());
+        let count = self.len();
+        let slot = self.free_slot(count);
+        self.record(count, site);
         // `EXTRAS`, if set, is unchanged by the coming increment; `RETAINED` no longer applies.
         let used = self.used.get() & !RETAINED;
         // SAFETY: `free_slot` returns a pointer into the inline array or a live segment.
@@ -194,7 +223,7 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
             // SAFETY: within the inline array.
             return unsafe { self.inline_slots().add(count) };
         }
-        if count * SLOT >= self.heap_end.get() {
+        if count * SLOT >= self.current_end() {
             // `current` is full, or there is no segment yet (then `count == N`). The next
             // segment, as large as everything before it, must end below the flags of `used`.
             assert!(
@@ -206,7 +235,13 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
                 Some(current) => unsafe { Segment::header(current) }
                     .next
                     .unwrap_or_else(|| Segment::new(count, Some(current))),
-                None => Segment::new(count, None),
+                None => {
+                    if self.used.get() & TRACKING == 0 {
+                        // `heap_end` is about to become nonzero: the field must be initialised.
+                        self.sites.set(MaybeUninit::new(None));
+                    }
+                    Segment::new(count, None)
+                }
             };
             self.enter(next);
         }
@@ -246,7 +281,40 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
         let slots = unsafe { Segment::slots(segment) };
         self.heap_base
             .set(MaybeUninit::new(slots.wrapping_byte_sub(start * SLOT)));
-        self.heap_end.set((start + capacity) * SLOT);
+        self.bound_heap((start + capacity) * SLOT);
+    }
+
+    /// Sets `heap_end` to `end`, `current`'s end, or earlier if the profile needs to see a
+    /// registration before: the next slot it counts, or, while the profile is on and counts
+    /// nothing here yet, the slot after the first past the inline ones, where it begins. (Not
+    /// the first: `heap_end` must stay past the inline slots for the drains' tests.)
+    fn bound_heap(&self, end: usize) {
+        #[cfg(feature = "std")]
+        let end = {
+            let next = match self.sites_ptr() {
+                // SAFETY: the arena owns the box, and no reference to it is alive (see
+                // `sites_mut`).
+                Some(sites) => unsafe { sites.as_ref() }.next_sample,
+                None => crate::sites::NOT_COUNTING,
+            };
+            if next != crate::sites::NOT_COUNTING {
+                end.min(next.saturating_mul(SLOT))
+            } else if crate::profile::period() != 0 {
+                end.min((N + 1) * SLOT)
+            } else {
+                end
+            }
+        };
+        self.heap_end.set(end);
+    }
+
+    /// One past `current`'s last slot, in bytes; zero without a segment.
+    fn current_end(&self) -> usize {
+        self.current().map_or(0, |current| {
+            // SAFETY: the arena's segments are live until it is dropped.
+            let header = unsafe { Segment::header(current) };
+            (header.start + header.capacity) * SLOT
+        })
     }
 
     /// The arena's first segment, if any.
@@ -270,10 +338,110 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
         })
     }
 
+    /// The sites box, if there is one.
+    #[inline(always)]
+    fn sites_ptr(&self) -> Option<NonNull<Sites>> {
+        if self.used.get() & TRACKING == 0 && self.heap_end.get() == 0 {
+            return None;
+        }
+        // SAFETY: initialised whenever the flag is set or there is a segment.
+        unsafe { self.sites.get().assume_init() }
+    }
+
+    /// The sites, created if the arena has none yet. Reached through `&self` by registration,
+    /// which no other use of the box overlaps: every other access is within one method of the
+    /// arena that neither registers nor hands out a reference to the box.
+    #[allow(clippy::mut_from_ref)]
+    fn sites_mut(&self) -> &mut Sites {
+        let sites = self.sites_ptr().unwrap_or_else(|| {
+            let sites = NonNull::from(Box::leak(Box::new(Sites::new())));
+            self.sites.set(MaybeUninit::new(Some(sites)));
+            sites
+        });
+        // SAFETY: a live box that the arena owns; no other reference to it is alive (above).
+        unsafe { &mut *sites.as_ptr() }
+    }
+
+    /// Records that slot `index`, the last, was registered at `site`: for every slot while
+    /// tracking, and for the slots the profile counts past the inline ones. Called on the
+    /// slow path only, which the profile makes sure to reach at every slot it counts.
+    fn record(&self, index: usize, site: &'static Location<'static>) {
+        let tracking = self.used.get() & TRACKING != 0;
+        if index < N {
+            if tracking {
+                self.sites_mut().record(index, Site::Line(site));
+            }
+            return;
+        }
+        #[cfg(feature = "std")]
+        {
+            let period = crate::profile::period();
+            if tracking || period != 0 || self.sites_ptr().is_some() {
+                self.sites_mut().sample(index, site, period, tracking);
+                // Up to the next slot counted, the fast path may register.
+                self.bound_heap(self.current_end());
+            }
+        }
+        #[cfg(not(feature = "std"))]
+        if tracking {
+            self.sites_mut().record(index, Site::Line(site));
+        }
+    }
+
+    /// Forgets the sites of the slots from `from` on, which are leaving the arena: the
+    /// profile stops counting them, and `visit` is told their lines.
+    fn forget_sites(&self, from: usize, visit: &mut dyn FnMut(&'static Location<'static>, usize)) {
+        let Some(sites) = self.sites_ptr() else {
+            return;
+        };
+        // SAFETY: as in `sites_mut`.
+        unsafe { &mut *sites.as_ptr() }.consumed(from, self.len(), visit);
+        if from == 0 && self.spilled() {
+            // Nothing is counted any more: the fast path may fill the segment again.
+            self.bound_heap(self.current_end());
+        }
+    }
+
+    /// Tells `visit` how many pending closures each run of one line holds, first registered
+    /// first, with the extras; the sites stay.
+    pub(crate) fn visit_lines(
+        &mut self,
+        mut visit: impl FnMut(&mut X, &'static Location<'static>, usize),
+    ) {
+        let (Some(sites), Some(extras)) = (self.sites_ptr(), self.extras_ptr()) else {
+            return;
+        };
+        // SAFETY: two live boxes the arena owns, borrowed through `&mut self` and by nothing
+        // else until this returns.
+        let (sites, extras) = unsafe { (sites.as_ref(), &mut *extras.as_ptr()) };
+        sites.lines(self.len(), &mut |line, count| visit(extras, line, count));
+    }
+
+    /// Begins recording the line of every registration, putting down the pending closures
+    /// whose line is unknown to `site`.
+    pub(crate) fn start_tracking(&mut self, site: &'static Location<'static>) {
+        if self.used.get() & TRACKING != 0 {
+            return;
+        }
+        let len = self.len();
+        self.sites_mut().start_tracking(len, site);
+        // Every registration now takes the slow path, so no profile bound is needed.
+        self.used.set(self.used.get() | TRACKING);
+    }
+
+    /// How many pending closures each known line registered, in order of first registration.
+    pub(crate) fn pending_by_line(&self) -> alloc::vec::Vec<(&'static Location<'static>, usize)> {
+        match self.sites_ptr() {
+            // SAFETY: as in `sites_mut`; the reference ends with this call.
+            Some(sites) => unsafe { sites.as_ref() }.by_line(self.len()),
+            None => alloc::vec::Vec::new(),
+        }
+    }
+
     /// The number of pending closures.
     #[inline(always)]
     pub(crate) fn len(&self) -> usize {
-        (self.used.get() & !(EXTRAS | RETAINED)) / SLOT
+        (self.used.get() & !FLAGS) / SLOT
     }
 
     /// How many closures can be pending without allocating: the inline slots and every
@@ -289,10 +457,10 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
         self.used.get() == 0
     }
 
-    /// What `used` is once every closure has left: the `EXTRAS` flag as it was, and
-    /// `RETAINED` if there are segments.
+    /// What `used` is once every closure has left: the `EXTRAS` and `TRACKING` flags as they
+    /// were, and `RETAINED` if there are segments.
     fn emptied(&self) -> usize {
-        (self.used.get() & EXTRAS) | if self.spilled() { RETAINED } else { 0 }
+        (self.used.get() & (EXTRAS | TRACKING)) | if self.spilled() { RETAINED } else { 0 }
     }
 
     /// Whether the arena has grown into the heap.
@@ -448,11 +616,14 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
     #[inline]
     pub(crate) fn start_last(&mut self, context: &mut DrainContext) -> Step<'env> {
         let used = self.used.get();
-        let bytes = used & !(EXTRAS | RETAINED);
+        let bytes = used & !FLAGS;
         if bytes == 0 {
             return Step::Done;
         }
         let last = bytes - SLOT;
+        if used & TRACKING != 0 || self.heap_end.get() != 0 {
+            self.forget_sites(last / SLOT, &mut |_, _| {});
+        }
         let slot = if last < N * SLOT {
             // SAFETY: within the inline array.
             unsafe { self.inline_slots().byte_add(last) }
@@ -460,7 +631,7 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
             self.leave_segment_slot(last)
         };
         // The slot leaves the arena before it is consumed, so it is consumed exactly once even
-        // if it panics. The `EXTRAS` flag, if any, is unchanged by the decrement.
+        // if it panics. The flags, if any, are unchanged by the decrement.
         self.used.set(if last == 0 {
             self.emptied()
         } else {
@@ -509,6 +680,7 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
     #[cold]
     #[inline(never)]
     fn consume_all_slow(&mut self, mode: Mode) {
+        self.forget_sites(0, &mut |_, _| {});
         let count = self.len();
         if count <= N {
             self.detach_inline(count * SLOT, mode).consume_all();
@@ -521,6 +693,7 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
     /// payload.
     #[cfg(feature = "std")]
     fn consume_all_caught(&mut self, mode: Mode) -> Option<Payload> {
+        self.forget_sites(0, &mut |_, _| {});
         let count = self.len();
         if count <= N {
             self.detach_inline(count * SLOT, mode).consume_all_caught()
@@ -609,6 +782,10 @@ impl<const N: usize, X> Arena<'_, N, X> {
             // SAFETY: the arena owns the box, and drops it only here.
             drop(unsafe { Box::from_raw(extras.as_ptr()) });
         }
+        if let Some(sites) = self.sites_ptr() {
+            // SAFETY: as for the extras.
+            drop(unsafe { Box::from_raw(sites.as_ptr()) });
+        }
     }
 }
 
@@ -648,7 +825,7 @@ mod tests {
     fn with(count: usize) -> TestArena {
         let arena = TestArena::new();
         for _ in 0..count {
-            let _ = arena.push(Plain(|| ()), |_| true);
+            let _ = arena.push(Plain(|| ()), core::panic::Location::caller(), |_| true);
         }
         arena
     }
@@ -675,13 +852,13 @@ mod tests {
         drained(arena);
         let mut arena = with(3);
         arena.run_all();
-        let _ = arena.push(Plain(|| ()), |_| true);
+        let _ = arena.push(Plain(|| ()), core::panic::Location::caller(), |_| true);
         assert!(!arena.run_if_only_inline(), "a segment to free");
         drained(arena);
         // Every inline slot of a larger arena, whose lengths reach past one slot's bytes.
         let mut arena = Arena::<'static, 8, ()>::new();
         for _ in 0..8 {
-            let _ = arena.push(Plain(|| ()), |_| true);
+            let _ = arena.push(Plain(|| ()), core::panic::Location::caller(), |_| true);
         }
         assert!(arena.run_if_only_inline());
         assert_eq!(arena.len(), 0);
@@ -706,7 +883,7 @@ mod tests {
         arena.run_all();
         assert!(!arena.is_unused(), "a segment kept for reuse");
         assert_eq!((arena.len(), arena.capacity()), (0, 6));
-        let _ = arena.push(Plain(|| ()), |_| true);
+        let _ = arena.push(Plain(|| ()), core::panic::Location::caller(), |_| true);
         assert_eq!(arena.len(), 1, "registering after a drain clears the mark");
         arena.run_all();
         assert!(!arena.is_unused(), "the segment is still kept");

@@ -157,3 +157,33 @@ pub const fn scaled(n: usize) -> usize {
         n
     }
 }
+
+/// The variable that tells a test binary run by [`in_child`] that it is the child.
+const CHILD: &str = "SCOPED_DEFER_CHILD_SCENARIO";
+
+/// Runs `scenario` in a child process (this test binary again, running only `test`), and
+/// fails if the child does not exit successfully: for what used to abort the process, which
+/// would otherwise take the whole test binary down. Under Miri, which cannot start processes,
+/// the scenario runs in place (an abort there fails the run too).
+pub fn in_child(test: &str, scenario: impl FnOnce()) {
+    if cfg!(miri) || std::env::var_os(CHILD).is_some() {
+        scenario();
+        return;
+    }
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "the child running {test} failed ({}): {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("1 passed"),
+        "the child did not run {test}: {stdout}"
+    );
+}
