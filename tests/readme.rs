@@ -497,3 +497,88 @@ fn images_show_on_docs_rs_too() {
     let chart = include_str!("../docs/leak_check.svg");
     assert!(chart.starts_with("<svg") && !chart.lines().any(|line| line.trim().is_empty()));
 }
+
+/// The examples (name, required features), from `Cargo.toml` and `examples/`.
+fn examples() -> Vec<(String, Vec<String>)> {
+    let manifest = include_str!("../Cargo.toml");
+    let mut examples: Vec<(String, Vec<String>)> = std::fs::read_dir("examples")
+        .expect("examples/")
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|extension| extension == "rs"))
+        .map(|path| {
+            (
+                path.file_stem().unwrap().to_string_lossy().into_owned(),
+                vec![],
+            )
+        })
+        .collect();
+    for section in manifest.split("[[example]]").skip(1) {
+        let value = |key: &str| {
+            section
+                .lines()
+                .find_map(|line| line.strip_prefix(key))
+                .map(|rest| rest.trim_start_matches([' ', '=']).to_string())
+        };
+        let name = value("name").expect("an example's name");
+        let name = name.trim_matches('"');
+        let features = value("required-features").unwrap_or_default();
+        let features = features.trim_matches(['[', ']']).split(',');
+        let features = features.map(|feature| feature.trim().trim_matches('"').to_string());
+        let entry = examples.iter_mut().find(|(example, _)| example == name);
+        entry.expect("a declared example exists").1 = features.collect();
+    }
+    examples.sort();
+    examples
+}
+
+/// Every `cargo run` command of the README, as written: in a code span or a shell block, up to
+/// the span's end, a comment or the line's end. `.ci/run` finds and runs them the same way.
+fn run_commands(readme: &str) -> Vec<String> {
+    readme
+        .split("cargo run ")
+        .skip(1)
+        .map(|rest| {
+            let end = rest.find(['`', '#', '\n']).unwrap_or(rest.len());
+            format!("cargo run {}", rest[..end].trim_end())
+        })
+        .collect()
+}
+
+#[test]
+#[cfg_attr(miri, ignore)] // reads examples/
+fn every_example_runs_with_the_command_the_readme_gives() {
+    let commands = run_commands(include_str!("../README.md"));
+    let examples = examples();
+    assert!(examples.len() >= 9, "the examples were found: {examples:?}");
+    for command in &commands {
+        let words: Vec<&str> = command.split_whitespace().collect();
+        let after = |flag: &str| {
+            let at = words.iter().position(|word| *word == flag);
+            at.and_then(|at| words.get(at + 1)).copied()
+        };
+        let name = after("--example").unwrap_or_else(|| panic!("no example in `{command}`"));
+        let (_, required) = examples
+            .iter()
+            .find(|(example, _)| example == name)
+            .unwrap_or_else(|| panic!("no example {name}, in `{command}`"));
+        let features: Vec<&str> = after("--features").unwrap_or("").split(',').collect();
+        for feature in required {
+            assert!(
+                features.contains(&feature.as_str()),
+                "`{command}` lacks `--features {feature}`"
+            );
+        }
+        assert!(
+            words.contains(&"--release"),
+            "`{command}`: the README runs all in release"
+        );
+    }
+    for (name, _) in &examples {
+        assert!(
+            commands
+                .iter()
+                .any(|command| command.split_whitespace().any(|word| word == name)),
+            "the README gives no command for the example {name}"
+        );
+    }
+}
