@@ -59,10 +59,11 @@
 //!   compiled to the same code as calling the closure by hand at every exit.
 //! - [`Scope`]: a stack of deferred closures registered at run time, like Go's per-function
 //!   defer chain or Python's `contextlib.ExitStack`. Closures of up to three machine words
-//!   are stored inline: no heap allocation per closure, none at all for up to `N` (default 8)
-//!   pending ones. [`hold`](Scope::hold) takes a value, lends it back and gives it to its
-//!   cleanup at the end. A scope can be run early ([`run_now`](Scope::run_now)), dismissed
-//!   ([`dismiss`](Scope::dismiss)) or handed to the caller ([`take`](Scope::take)).
+//!   (two for fallible ones, which keep their line) are stored inline: no heap allocation per
+//!   closure, none at all for up to `N` (default 8) pending ones. [`hold`](Scope::hold) takes
+//!   a value, lends it back and gives it to its cleanup at the end. A scope can be run early
+//!   ([`run_now`](Scope::run_now)), dismissed ([`dismiss`](Scope::dismiss)) or handed to the
+//!   caller ([`take`](Scope::take)).
 //! - [`scope`], [`try_scope`], [`for_each_scoped`], [`try_for_each_scoped`] (and `_in` forms
 //!   with a scope of your own; [`IteratorExt`] for method syntax): a function scope, and loops
 //!   whose iterations each get their own scope, reusing its storage.
