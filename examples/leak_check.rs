@@ -9,9 +9,9 @@
 //! both, draws the two curves in the terminal, writes them as an SVG, and names the guilty
 //! line from the profile alone.
 //!
-//! Usage: `cargo run --example leak_check --features chart [-- OUT.svg]` (default
-//! `target/leak_check.svg`). Exits non-zero if the profile does not point at the guilty line,
-//! or if the curves do not show the leak.
+//! Usage: `cargo run --release --example leak_check --features chart [-- OUT.svg]` (by default
+//! next to the example's binary; the path is printed). Exits non-zero if the profile does not
+//! point at the guilty line, or if the curves do not show the leak.
 
 use std::fs::File;
 use std::io;
@@ -179,9 +179,22 @@ fn svg_chart(path: &str, series: &[(&str, &[usize])]) -> Result<(), Box<dyn std:
 }
 
 fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
-    let out = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "target/leak_check.svg".into());
+    // Where the chart can always be written: by default next to this binary, in the target
+    // directory wherever `CARGO_TARGET_DIR` puts it (`./target` may not exist); a path given
+    // gets its directory created. The path is printed once written.
+    let out = match std::env::args_os().nth(1) {
+        Some(path) => std::path::PathBuf::from(path),
+        None => std::env::current_exe()
+            .map(|exe| exe.with_file_name("leak_check.svg"))
+            .unwrap_or_else(|_| std::env::temp_dir().join("leak_check.svg")),
+    };
+    if let Some(dir) = out.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let out = std::path::absolute(&out)?
+        .into_os_string()
+        .into_string()
+        .map_err(|path| format!("not a UTF-8 path: {path:?}"))?;
     profile::enable();
     let (leaky, leaky_report) = run(handle_leaky)?;
     let (fixed, fixed_report) = run(handle_fixed)?;
@@ -232,7 +245,7 @@ fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
         series.push(("open files, fixed", &fixed.open_files[..]));
     }
     svg_chart(&out, &series)?;
-    println!("Wrote {out}");
+    println!("Wrote the chart to {out}");
 
     // A limit stops the pile-up at its first closure too many, and names the line.
     let mut limited = Scope::with_limit(50);

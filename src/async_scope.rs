@@ -63,7 +63,8 @@ const INLINE: usize = 8;
 ///
 /// Registering a sync closure allocates nothing, as in a [`Scope`](crate::Scope). Each async
 /// cleanup's future is boxed once; a held value with its cleanup is stored inline if it fits
-/// three words (and boxed once otherwise), and its future is boxed when the scope ends.
+/// two words (the third keeps the line that registered it; boxed once otherwise), and its
+/// future is boxed when the scope ends.
 /// Registration takes an atomic flag, which makes the scope `Sync`: the body of
 /// [`async_scope`] holds `&AsyncScope` across `.await`, and its future must be `Send` for
 /// `tokio::spawn`.
@@ -244,7 +245,8 @@ impl AsyncScope {
     /// Moves `value` into the scope and lends it back; when the scope ends, `cleanup` gets it
     /// back by value and its future is awaited in turn. Go's `conn := dial(); defer
     /// conn.Close()`, where `conn` stays usable. Nothing is allocated until the scope ends if
-    /// `value` and `cleanup` fit three words; the future is boxed then.
+    /// `value` and `cleanup` fit two words (the slot's third keeps the line that registered
+    /// them); the future is boxed then.
     ///
     /// # Panics
     ///

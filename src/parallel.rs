@@ -14,13 +14,20 @@ use crate::error::{BoxError, CleanupErrors, ScopeError};
 use crate::{Scope, Stats};
 
 /// Calls `body` for every item, in parallel on rayon's current pool, each with a scope whose
-/// closures run when that item's body returns, on the worker that ran it, before the worker
-/// takes its next item.
+/// closures run when that item's body returns, on the worker thread that ran it.
 ///
-/// Each worker reuses one scope from item to item, so once it has grown to the largest item,
-/// no item allocates. What an item sets on it (a limit, an error handler) stays for the
-/// worker's later items. Closures need not be `Send`: a scope never leaves its worker. What they
-/// borrow from outside is shared by the workers, which is why `body` is `Sync`.
+/// A thread therefore has one item open at a time, unless an item's body itself waits on rayon
+/// (a nested parallel iterator, `join` or `scope`): while it waits, rayon may run other items of
+/// this loop on the same thread, each with its own scope, open until its own body returns, so
+/// one thread can have several items open at once.
+///
+/// rayon hands the items out in batches (its splits of the iterator), and each batch reuses one
+/// scope from item to item, so once that scope has grown to its largest item, the rest of the
+/// batch allocates nothing. What an item sets on its scope (a limit, an error handler) may
+/// therefore stay for later items of its batch, but not for the thread's other batches, and
+/// which items share a batch is rayon's choice: set it in every item that needs it. Closures
+/// need not be `Send`: a scope never leaves its worker. What they borrow from outside is shared
+/// by the workers, which is why `body` is `Sync`.
 ///
 /// # Panics
 ///
@@ -300,8 +307,8 @@ impl<'s, E> Shared<'s, E> {
     }
 }
 
-/// One worker's scope, reused from item to item; adds its stats to the loop's when the
-/// worker is done.
+/// The scope of one batch of items (one of rayon's splits, made by `for_each_init`), reused from
+/// item to item; adds its stats to the loop's when the batch is done.
 struct Worker<'s, 'env> {
     scope: Scope<'env>,
     stats: Option<&'s Mutex<Stats>>,

@@ -29,10 +29,14 @@ use crate::stats::{Consumed, Counters, Stats};
 /// The first `N` pending closures (default 8) live inside the `Scope` value itself. A closure
 /// whose captures take at most three machine words, with alignment at most that of `usize`
 /// (a reference plus a `u64`, a `File`, a `String`, a `MutexGuard`), is stored inline and costs
-/// no heap allocation; a larger or over-aligned one is boxed, one allocation each. Past `N`
-/// pending closures the stack grows into heap segments, each as large as everything before
-/// it. Nothing registered ever moves, which is what lets [`hold`](Scope::hold) lend values
-/// out. [`run_now`] keeps the segments, which is how the
+/// no heap allocation; a larger or over-aligned one is boxed, one allocation each. A fallible
+/// closure ([`defer_fallible`](Scope::defer_fallible), and a value with its cleanup in
+/// [`hold_fallible`](Scope::hold_fallible)) has two words: its slot's third keeps the line
+/// that registered it. Past `N` pending closures the stack grows into heap segments, each as
+/// large as everything before it. Nothing registered moves while a value is lent out, however
+/// many closures are registered meanwhile, which is what lets [`hold`](Scope::hold) lend values
+/// out; once none is, the inline ones move with the `Scope` value, and [`take`](Scope::take)
+/// moves them into the scope it returns. [`run_now`] keeps the segments, which is how the
 /// [loop helpers](crate::for_each_scoped) make every iteration after the first free of
 /// allocations.
 ///
@@ -465,7 +469,9 @@ impl<'env, const N: usize> Scope<'env, N> {
 
     /// Like [`hold`](Scope::hold), for a cleanup that can fail: its error is kept like that
     /// of [`defer_fallible`](Scope::defer_fallible). This is how a file written through the
-    /// scope reports a failed `sync_all` instead of losing it.
+    /// scope reports a failed `sync_all` instead of losing it. The value and `cleanup`'s
+    /// captures are stored inline if they fit two words (the third keeps the line that
+    /// registered them), and boxed once otherwise.
     ///
     /// # Panics
     ///

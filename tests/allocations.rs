@@ -226,6 +226,57 @@ fn small_holds_allocate_nothing() {
 }
 
 #[test]
+fn fallible_entries_have_two_inline_words_as_the_third_keeps_their_line() {
+    let s: Scope<'_> = Scope::new();
+    // The scope's error state, once; then a two-word fallible closure fits its slot.
+    s.defer_fallible(|| Ok::<(), std::io::Error>(()));
+    let (a, b, c) = (1_u64, 2_u64, 3_u64);
+    let two_words = allocations_of(|| {
+        s.defer_fallible(move || {
+            std::hint::black_box((a, b));
+            Ok::<(), std::io::Error>(())
+        });
+    });
+    assert_eq!(two_words, 0);
+    let three_words = allocations_of(|| {
+        s.defer_fallible(move || {
+            std::hint::black_box((a, b, c));
+            Ok::<(), std::io::Error>(())
+        });
+    });
+    assert_eq!(
+        three_words, 1,
+        "a three-word fallible closure is boxed, once"
+    );
+    let text = String::from("three words");
+    let held = allocations_of(|| {
+        s.hold_fallible(text, |text| {
+            drop(text);
+            Ok::<(), std::io::Error>(())
+        });
+    });
+    assert_eq!(
+        held, 1,
+        "a held `String` with a fallible cleanup is boxed, once"
+    );
+    s.finish().unwrap();
+}
+
+#[cfg(feature = "std")]
+#[test]
+fn an_async_hold_has_two_inline_words_as_the_third_keeps_its_line() {
+    use scoped_defer::AsyncScope;
+
+    let scope = AsyncScope::new();
+    let text = String::from("three words");
+    let held = allocations_of(|| {
+        scope.hold_async(text, |text| async move { drop(text) });
+    });
+    assert_eq!(held, 1, "a held `String` is boxed, once");
+    run_ready(scope.finish()).unwrap();
+}
+
+#[test]
 fn a_scope_with_stats_keeps_all_n_slots_inline() {
     let count = allocations_of(|| {
         let mut s: Scope<'_, 4> = Scope::default();

@@ -336,3 +336,251 @@ fn the_checker_notices_a_cell_that_is_not_compiled() {
     ];
     assert_eq!(uncompiled(&cells), [&cells[1]]);
 }
+
+/// A fenced code block of the README: the words after the opening fence, and the code.
+#[derive(Debug)]
+struct Block {
+    info: String,
+    code: String,
+}
+
+fn code_blocks(readme: &str) -> Vec<Block> {
+    let mut blocks = Vec::new();
+    let mut open: Option<Block> = None;
+    for line in readme.lines() {
+        match (&mut open, line.strip_prefix("```")) {
+            (None, Some(info)) => {
+                open = Some(Block {
+                    info: info.trim().to_string(),
+                    code: String::new(),
+                });
+            }
+            (Some(_), Some("")) => blocks.extend(open.take()),
+            (Some(block), _) => {
+                block.code.push_str(line);
+                block.code.push('\n');
+            }
+            (None, None) => {}
+        }
+    }
+    assert!(open.is_none(), "a code block of the README is not closed");
+    blocks
+}
+
+/// The README's blocks that rustdoc cannot test, because they need a feature that its doctests
+/// of the README do not turn on. Each is fenced `rust ignore` in the README, kept here as an
+/// exact copy (which rustfmt leaves alone: it is not a module), and compiled and run below.
+const COPIES: [&str; 1] = [include_str!("readme_blocks/parallel.rs")];
+
+#[cfg(feature = "rayon")]
+mod parallel_block {
+    include!("readme_blocks/parallel.rs");
+
+    #[test]
+    #[cfg_attr(miri, ignore)] // files
+    fn runs() -> io::Result<()> {
+        main()
+    }
+}
+
+/// Why a Rust block of the README would not compile if pasted as shown, if it would not.
+///
+/// rustdoc's doctests compile each block of the README (it is the `guide` module's doc) as the
+/// program it is when the block has its own `main`, but they hide lines that start with `# ` and
+/// compile them too: a reader who pastes the block does not get those lines. So every Rust block
+/// must be a whole program with no such line, and run as a doctest or from an exact copy here.
+fn unpasteable(block: &Block) -> Option<String> {
+    let words: Vec<&str> = block.info.split([' ', ',']).collect();
+    if words[0] != "rust" {
+        return None;
+    }
+    let hidden = block.code.lines().find(|line| {
+        let line = line.trim_start();
+        line == "#" || line.starts_with("# ") || line.starts_with("#\t")
+    });
+    if let Some(line) = hidden {
+        return Some(format!("a line that rustdoc hides: {line:?}"));
+    }
+    if !block.code.contains("fn main(") {
+        return Some("no `fn main`: not a whole program".into());
+    }
+    match words[1..] {
+        [] => None, // a doctest
+        ["ignore"] if COPIES.contains(&block.code.as_str()) => None,
+        ["ignore"] => Some("ignored by rustdoc, and no exact copy in `COPIES`".into()),
+        _ => Some(format!(
+            "fence words rustdoc would act on: {:?}",
+            block.info
+        )),
+    }
+}
+
+#[test]
+fn every_rust_block_compiles_as_pasted() {
+    let readme = include_str!("../README.md");
+    let blocks: Vec<_> = code_blocks(readme)
+        .into_iter()
+        .filter(|block| block.info.starts_with("rust"))
+        .collect();
+    assert!(blocks.len() >= 9, "the blocks were found: {blocks:?}");
+    let wrong: Vec<_> = blocks
+        .iter()
+        .filter_map(|block| unpasteable(block).map(|why| (why, &block.code)))
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "README blocks a reader cannot paste: {wrong:#?}"
+    );
+    for copy in COPIES {
+        assert!(
+            blocks.iter().any(|block| block.code == copy),
+            "a copy in tests/readme_blocks/ is no longer a block of the README:\n{copy}"
+        );
+    }
+    // The doctests come from here: the README is the guide module's doc.
+    let lib = include_str!("../src/lib.rs");
+    assert!(lib.contains(r#"doc = include_str!("../README.md")"#));
+}
+
+#[test]
+fn the_block_checker_notices_what_a_reader_could_not_paste() {
+    let block = |info: &str, code: &str| Block {
+        info: info.into(),
+        code: code.into(),
+    };
+    let fine = "use std::io;\nfn main() -> io::Result<()> {\n    Ok(())\n}\n";
+    assert_eq!(unpasteable(&block("rust", fine)), None);
+    assert_eq!(unpasteable(&block("toml", "# a comment\n")), None);
+    assert_eq!(unpasteable(&block("rust ignore", COPIES[0])), None);
+    let wrong = [
+        block("rust", "# fn main() {\nlet x = 1;\n# }\n"),
+        block("rust", "fn main() {\n    # let hidden = 1;\n}\n"),
+        block("rust", "fn main() {\n#\n}\n"),
+        block("rust", "let x = 1;\nassert_eq!(x, 1);\n"),
+        block("rust ignore", fine),
+        block("rust,no_run", fine),
+    ];
+    for block in &wrong {
+        assert!(unpasteable(block).is_some(), "not noticed: {block:?}");
+    }
+}
+
+#[test]
+fn images_show_on_docs_rs_too() {
+    let readme = include_str!("../README.md");
+    // docs.rs cannot serve a relative image: each is shown inline by the guide module, and
+    // hidden from rustdoc in the README (GitHub and crates.io drop `hidden`).
+    assert!(
+        !readme.contains("!["),
+        "a Markdown image, which rustdoc would show broken"
+    );
+    let lib = include_str!("../src/lib.rs");
+    let images: Vec<_> = readme
+        .lines()
+        .filter(|line| line.contains("<img"))
+        .collect();
+    assert!(!images.is_empty());
+    for image in images {
+        assert!(
+            image.ends_with(" hidden>"),
+            "not hidden from rustdoc: {image}"
+        );
+        let source = image
+            .split("src=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next());
+        let source = source.expect("a src");
+        assert!(
+            lib.contains(&format!(r#"include_str!("../{source}")"#)),
+            "{source} is not inline in the guide"
+        );
+    }
+    // The inline SVG must be one HTML block for rustdoc: a blank line would end it.
+    let chart = include_str!("../docs/leak_check.svg");
+    assert!(chart.starts_with("<svg") && !chart.lines().any(|line| line.trim().is_empty()));
+}
+
+/// The examples (name, required features), from `Cargo.toml` and `examples/`.
+fn examples() -> Vec<(String, Vec<String>)> {
+    let manifest = include_str!("../Cargo.toml");
+    let mut examples: Vec<(String, Vec<String>)> = std::fs::read_dir("examples")
+        .expect("examples/")
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|extension| extension == "rs"))
+        .map(|path| {
+            (
+                path.file_stem().unwrap().to_string_lossy().into_owned(),
+                vec![],
+            )
+        })
+        .collect();
+    for section in manifest.split("[[example]]").skip(1) {
+        let value = |key: &str| {
+            section
+                .lines()
+                .find_map(|line| line.strip_prefix(key))
+                .map(|rest| rest.trim_start_matches([' ', '=']).to_string())
+        };
+        let name = value("name").expect("an example's name");
+        let name = name.trim_matches('"');
+        let features = value("required-features").unwrap_or_default();
+        let features = features.trim_matches(['[', ']']).split(',');
+        let features = features.map(|feature| feature.trim().trim_matches('"').to_string());
+        let entry = examples.iter_mut().find(|(example, _)| example == name);
+        entry.expect("a declared example exists").1 = features.collect();
+    }
+    examples.sort();
+    examples
+}
+
+/// Every `cargo run` command of the README, as written: in a code span or a shell block, up to
+/// the span's end, a comment or the line's end. `.ci/run` finds and runs them the same way.
+fn run_commands(readme: &str) -> Vec<String> {
+    readme
+        .split("cargo run ")
+        .skip(1)
+        .map(|rest| {
+            let end = rest.find(['`', '#', '\n']).unwrap_or(rest.len());
+            format!("cargo run {}", rest[..end].trim_end())
+        })
+        .collect()
+}
+
+#[test]
+#[cfg_attr(miri, ignore)] // reads examples/
+fn every_example_runs_with_the_command_the_readme_gives() {
+    let commands = run_commands(include_str!("../README.md"));
+    let examples = examples();
+    assert!(examples.len() >= 9, "the examples were found: {examples:?}");
+    for command in &commands {
+        let words: Vec<&str> = command.split_whitespace().collect();
+        let after = |flag: &str| {
+            let at = words.iter().position(|word| *word == flag);
+            at.and_then(|at| words.get(at + 1)).copied()
+        };
+        let name = after("--example").unwrap_or_else(|| panic!("no example in `{command}`"));
+        let (_, required) = examples
+            .iter()
+            .find(|(example, _)| example == name)
+            .unwrap_or_else(|| panic!("no example {name}, in `{command}`"));
+        let features: Vec<&str> = after("--features").unwrap_or("").split(',').collect();
+        for feature in required {
+            assert!(
+                features.contains(&feature.as_str()),
+                "`{command}` lacks `--features {feature}`"
+            );
+        }
+        assert!(
+            words.contains(&"--release"),
+            "`{command}`: the README runs all in release"
+        );
+    }
+    for (name, _) in &examples {
+        assert!(
+            commands
+                .iter()
+                .any(|command| command.split_whitespace().any(|word| word == name)),
+            "the README gives no command for the example {name}"
+        );
+    }
+}

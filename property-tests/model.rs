@@ -2,6 +2,7 @@
 //! `Vec` model for the exact order of runs and drops and for the panic payload that surfaces.
 #![cfg(feature = "std")] // several panicking cleanups in one scope need `catch_unwind`
 
+#[path = "../tests/common/mod.rs"]
 mod common;
 
 use std::panic;
