@@ -3,7 +3,8 @@
 //! allocated. Here the process-wide profile says which line registered the pending closures.
 //!
 //! The program runs a small "service": a configuration loader, a connection pool and two
-//! request handlers, all with scopes that track stats. One handler hides the bug (a cleanup
+//! request handlers, with ordinary scopes: nothing in them was changed for the search, which
+//! is only `profile::enable()` in `main`. One handler hides the bug (a cleanup
 //! deferred on the request's scope inside a loop, each holding an open file); the other is
 //! the fix (a scope per item). It samples the pending closures and open files per item for
 //! both, draws the two curves in the terminal, writes them as an SVG, and names the guilty
@@ -73,14 +74,14 @@ fn handle_fixed(request: &mut Scope<'_>, samples: &mut Samples) -> io::Result<()
 fn run(
     handler: fn(&mut Scope<'_>, &mut Samples) -> io::Result<()>,
 ) -> io::Result<(Samples, profile::Profile)> {
-    let service = Scope::with_stats();
+    let service = Scope::new();
     let _config = load_config(&service)?;
-    let pool = Scope::with_stats();
+    let pool = Scope::new();
     for _ in 0..4 {
         pool.defer(|| ()); // stands for closing a pooled connection
     }
     let mut samples = Samples::default();
-    let mut request = Scope::with_stats();
+    let mut request = Scope::new();
     handler(&mut request, &mut samples)?;
     let report = profile::report();
     request.run_now();
@@ -261,7 +262,10 @@ fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
     println!("\nwith_limit(50): {message}");
 
     let guilty = top.location.file() == file!() && top.location.line() == GUILTY_LINE;
-    let climbs = leaky.pending.windows(2).all(|w| w[1] > w[0]);
+    // It never falls and ends with every item's closure pending. (Flat at zero for the first
+    // few items: the profile counts a scope once it outgrows its inline slots.)
+    let climbs = leaky.pending.windows(2).all(|w| w[1] >= w[0])
+        && leaky.pending.last() == Some(&ITEMS);
     let flat = fixed.pending.iter().all(|&p| p == fixed.pending[0]);
     let named = message.contains(&format!("{}:{GUILTY_LINE}:", file!()));
     if guilty && climbs && flat && named {

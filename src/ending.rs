@@ -27,7 +27,7 @@ impl<'env, const N: usize> Scope<'env, N> {
     /// Runs every closure with the given outcome and returns the errors; the first panic of a
     /// closure resumes after the errors are delivered to the handler (or printed).
     pub(crate) fn end_with(&mut self, outcome: Outcome) -> Result<(), CleanupErrors> {
-        if !self.arena.has_extras() {
+        if !self.drains_in_context() {
             self.arena.run_all();
             return Ok(());
         }
@@ -47,7 +47,7 @@ impl<'env, const N: usize> Scope<'env, N> {
     /// Ends the scope of a body that panicked: runs every closure as failed, catching their
     /// panics, and delivers their errors without panicking (the thread is unwinding).
     pub(crate) fn end_after_panic(&mut self) {
-        if !self.arena.has_extras() {
+        if !self.drains_in_context() {
             // Now, not when the scope ends: a loop's scope may outlive the caught panic.
             #[cfg(feature = "std")]
             self.arena.run_all_caught();

@@ -140,6 +140,11 @@ pub(crate) struct Extras<'env> {
 }
 
 impl Extras<'_> {
+    /// See [`Scope::drains_in_context`].
+    fn needs_drain_context(&self) -> bool {
+        self.needs_context.get() || self.counters.is_some()
+    }
+
     /// Forgets what the pending closures needed, once they are drained, dismissed or moved.
     pub(crate) fn forget_pending(&self) {
         self.needs_context.set(false);
@@ -632,6 +637,14 @@ impl<'env, const N: usize> Scope<'env, N> {
         }
     }
 
+    /// Whether a drain must give the closures a context (fallible or outcome-aware closures
+    /// are pending) or count what happened (stats): otherwise it runs them as a scope
+    /// without extras does, whatever else the scope has (a limit, a handler).
+    #[inline(always)]
+    pub(crate) fn drains_in_context(&self) -> bool {
+        self.arena.has_extras() && self.arena.extras().is_some_and(Extras::needs_drain_context)
+    }
+
     fn extras(&self) -> &Extras<'env> {
         self.arena.extras_or_insert_with(Extras::new)
     }
@@ -766,7 +779,7 @@ impl<'env, const N: usize> Scope<'env, N> {
     #[inline]
     #[track_caller]
     pub fn run_now(&mut self) {
-        if !self.arena.has_extras() {
+        if !self.drains_in_context() {
             return self.arena.run_all();
         }
         let drained = self.drain_in(Outcome::Success);
@@ -965,7 +978,7 @@ impl<const N: usize> Scope<'_, N> {
     }
 
     fn drain_on_drop(&mut self) {
-        if self.arena.has_extras() {
+        if self.drains_in_context() {
             return self.drop_with_extras();
         }
         if self.arena.len() == 0 {

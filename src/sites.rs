@@ -41,6 +41,18 @@ impl Site {
         }
     }
 
+    /// The same variant and the same address: the test of the hot path, which a line with
+    /// several addresses only sends down the slower one.
+    #[inline(always)]
+    fn is_exactly(self, other: Site) -> bool {
+        match (self, other) {
+            (Site::Line(a), Site::Line(b)) => core::ptr::eq(a, b),
+            #[cfg(feature = "std")]
+            (Site::Counted(a), Site::Counted(b)) => core::ptr::eq(a, b),
+            _ => false,
+        }
+    }
+
     fn is(self, other: Site) -> bool {
         match (self, other) {
             (Site::Unknown, Site::Unknown) => true,
@@ -65,6 +77,8 @@ struct Run {
 pub(crate) struct Sites {
     /// In increasing order of `start`, no two neighbours with the same site.
     runs: SmallVec<[Run; 2]>,
+    /// The last run's site ([`Site::Unknown`] without runs): read on every registration.
+    last: Site,
     /// The profile's count of the closures that were pending when it began to count this
     /// storage: the slots `0..count`, each one unit of the entry.
     #[cfg(feature = "std")]
@@ -76,6 +90,10 @@ pub(crate) struct Sites {
     /// The last entry counted, to spare a look-up when a line registers again.
     #[cfg(feature = "std")]
     cached: Option<&'static Entry>,
+    /// Whether the profile has counted any slot here since the storage was last empty: the
+    /// drains need only look at the runs if so.
+    #[cfg(feature = "std")]
+    counted: bool,
 }
 
 /// [`Sites::next_sample`] before the profile counts anything in this storage.
@@ -91,22 +109,48 @@ impl Sites {
     pub(crate) fn new() -> Self {
         Sites {
             runs: SmallVec::new(),
+            last: Site::Unknown,
             #[cfg(feature = "std")]
             spill: None,
             #[cfg(feature = "std")]
             next_sample: NOT_COUNTING,
             #[cfg(feature = "std")]
             cached: None,
+            #[cfg(feature = "std")]
+            counted: false,
         }
     }
 
     /// Records that slot `index`, the last one, was registered at `site`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn record(&mut self, index: usize, site: Site) {
         #[cfg(feature = "std")]
         if let Site::Counted(entry) = site {
             entry.add(1);
+            self.counted = true;
         }
+        // A pile-up: the line of the last run, again.
+        if !self.last.is_exactly(site) {
+            self.start_run(index, site);
+        }
+    }
+
+    /// Whether a closure registered at `site` would continue the last run, with nothing else
+    /// to record: the last run is of that line, at that address, and the profile is not
+    /// counting here.
+    #[inline(always)]
+    pub(crate) fn continues(&self, site: &'static Location<'static>) -> bool {
+        #[cfg(feature = "std")]
+        if self.next_sample != NOT_COUNTING {
+            return false;
+        }
+        matches!(self.last, Site::Line(last) if core::ptr::eq(last, site))
+    }
+
+    /// [`Sites::record`] for a site other than the last run's.
+    #[cold]
+    #[inline(never)]
+    fn start_run(&mut self, index: usize, site: Site) {
         match self.runs.last_mut() {
             Some(last) if last.site.is(site) => {}
             // An empty run (see `close`) takes the site.
@@ -119,16 +163,23 @@ impl Sites {
             }
             _ => self.runs.push(Run { start: index, site }),
         }
+        self.sync_last();
+    }
+
+    /// Copies the last run's site to `last`.
+    fn sync_last(&mut self) {
+        self.last = self.runs.last().map_or(Site::Unknown, |run| run.site);
     }
 
     /// Marks the slots from `index` on as registered unseen, until the next record.
     #[cfg(feature = "std")]
     fn close(&mut self, index: usize) {
-        if !matches!(self.runs.last(), Some(last) if last.site.is(Site::Unknown)) {
+        if !matches!(self.last, Site::Unknown) {
             self.runs.push(Run {
                 start: index,
                 site: Site::Unknown,
             });
+            self.last = Site::Unknown;
         }
     }
 
@@ -150,29 +201,19 @@ impl Sites {
             );
         }
         self.runs.dedup_by(|later, kept| later.site.is(kept.site));
+        self.sync_last();
     }
 
     /// Forgets the slots `from..len`, which left the storage: the profile stops counting
-    /// them, and `visit` is told how many each run had, first registered first.
-    pub(crate) fn consumed(
-        &mut self,
-        from: usize,
-        len: usize,
-        visit: &mut dyn FnMut(&'static Location<'static>, usize),
-    ) {
-        let kept = self.runs.partition_point(|run| run.start < from);
-        self.visit(from, len, &mut |site, count| {
-            #[cfg(feature = "std")]
-            if let Site::Counted(entry) = site {
-                entry.remove(count);
-            }
-            if let Some(location) = site.location() {
-                visit(location, count);
-            }
-        });
-        self.runs.truncate(kept);
+    /// them.
+    pub(crate) fn consumed(&mut self, from: usize, len: usize) {
         #[cfg(feature = "std")]
-        {
+        if self.counted {
+            self.visit(from, len, &mut |site, count| {
+                if let Site::Counted(entry) = site {
+                    entry.remove(count);
+                }
+            });
             if let Some((entry, count)) = &mut self.spill {
                 if *count > from {
                     entry.remove(*count - from);
@@ -182,10 +223,19 @@ impl Sites {
                     self.spill = None;
                 }
             }
-            if from == 0 {
-                self.next_sample = NOT_COUNTING;
-            }
         }
+        if from == 0 {
+            self.runs.clear();
+            #[cfg(feature = "std")]
+            {
+                self.next_sample = NOT_COUNTING;
+                self.counted = false;
+            }
+        } else {
+            let kept = self.runs.partition_point(|run| run.start < from);
+            self.runs.truncate(kept);
+        }
+        self.sync_last();
     }
 
     /// Tells `visit` the site of the slots `from..len` and how many, run by run, first
@@ -284,6 +334,7 @@ impl Sites {
             let entry = profile::entry(site, period);
             entry.add(picked);
             self.spill = Some((entry, picked));
+            self.counted = true;
         }
         self.next_sample = next;
     }
@@ -379,9 +430,7 @@ mod tests {
         sites.record(1, Site::Line(copy));
         sites.record(2, Site::Line(here));
         assert_eq!(sites.by_line(3), [(here, 3)]);
-        let mut seen = alloc::vec::Vec::new();
-        sites.consumed(1, 3, &mut |line, count| seen.push((line, count)));
-        assert_eq!(seen, [(here, 2)]);
+        sites.consumed(1, 3);
         assert_eq!(sites.by_line(1), [(here, 1)]);
     }
 
@@ -397,8 +446,9 @@ mod tests {
         assert_eq!(sites.by_line(4), [(a, 3), (b, 1)]);
         assert_eq!(sites.by_line(2), [(a, 2)]);
         let mut seen = alloc::vec::Vec::new();
-        sites.consumed(1, 4, &mut |line, count| seen.push((line, count)));
-        assert_eq!(seen, [(a, 1), (b, 1), (a, 1)]);
+        sites.lines(4, &mut |line, count| seen.push((line, count)));
+        assert_eq!(seen, [(a, 2), (b, 1), (a, 1)]);
+        sites.consumed(1, 4);
         assert_eq!(sites.by_line(1), [(a, 1)]);
         sites.record(1, Site::Line(b));
         assert_eq!(sites.by_line(2), [(a, 1), (b, 1)]);

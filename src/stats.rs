@@ -11,9 +11,9 @@ use crate::sites::{SiteStats, same_line, sort_busiest_first, write_table};
 /// How a scope (or a loop's scope, over all its iterations) has been used.
 ///
 /// Tracked by scopes created with [`Scope::with_stats`](crate::Scope::with_stats), or after
-/// [`Scope::track_stats`](crate::Scope::track_stats); the counters are updated when closures
-/// run, are dismissed or taken, never per registration, so tracking costs nothing on the hot
-/// path.
+/// [`Scope::track_stats`](crate::Scope::track_stats). Such a scope records the line of every
+/// closure it is given, with the closure (a comparison per registration while the line stays
+/// the same), and updates its counters when closures run, are dismissed or taken.
 ///
 /// # Finding closures that pile up
 ///

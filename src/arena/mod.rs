@@ -207,6 +207,11 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
         if !admit(self) {
             return None;
         }
+        if let Some(slot) = self.tracked_slot(site) {
+            // `RETAINED` is clear: the slot is in `current`, or inline with no segment kept
+            // or slots pending.
+            return Some((slot, self.used.get()));
+        }
         let count = self.len();
         let slot = self.free_slot(count);
         self.record(count, site);
@@ -214,6 +219,39 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
         let used = self.used.get() & !RETAINED;
         // SAFETY: `free_slot` returns a pointer into the inline array or a live segment.
         Some((unsafe { NonNull::new_unchecked(slot) }, used))
+    }
+
+    /// The first free slot of a storage that records every line, if registering there takes
+    /// nothing but the slot: room without a new segment, the profile off, and `site` the line
+    /// of the last run (a pile-up, or any run of one line). The common case of a scope with
+    /// stats or a limit.
+    #[inline(always)]
+    fn tracked_slot(&self, site: &'static Location<'static>) -> Option<NonNull<Slot>> {
+        let used = self.used.get();
+        if used & (TRACKING | RETAINED) != TRACKING {
+            return None;
+        }
+        let bytes = used & !FLAGS;
+        let slot = if bytes < N * SLOT {
+            // SAFETY: within the inline array.
+            unsafe { self.inline_slots().byte_add(bytes) }
+        } else if bytes < self.heap_end.get() {
+            // In `current`'s range (which `heap_end` does not cut short while tracking).
+            self.heap_base().wrapping_byte_add(bytes)
+        } else {
+            return None;
+        };
+        #[cfg(feature = "std")]
+        if crate::profile::period() != 0 {
+            return None;
+        }
+        // SAFETY: with `TRACKING` the box exists; the reference ends here, as in `sites_mut`.
+        let sites = unsafe { self.sites.get().assume_init().unwrap_unchecked().as_ref() };
+        if !sites.continues(site) {
+            return None;
+        }
+        // SAFETY: in the inline array or `current`, which are never null.
+        Some(unsafe { NonNull::new_unchecked(slot) })
     }
 
     /// The slot of index `count`, the first free one, entering the next segment (or adding
@@ -297,7 +335,10 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
                 Some(sites) => unsafe { sites.as_ref() }.next_sample,
                 None => crate::sites::NOT_COUNTING,
             };
-            if next != crate::sites::NOT_COUNTING {
+            if self.used.get() & TRACKING != 0 {
+                // Every registration takes the slow path anyway.
+                end
+            } else if next != crate::sites::NOT_COUNTING {
                 end.min(next.saturating_mul(SLOT))
             } else if crate::profile::period() != 0 {
                 end.min((N + 1) * SLOT)
@@ -365,37 +406,51 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
     /// Records that slot `index`, the last, was registered at `site`: for every slot while
     /// tracking, and for the slots the profile counts past the inline ones. Called on the
     /// slow path only, which the profile makes sure to reach at every slot it counts.
+    #[inline(always)]
     fn record(&self, index: usize, site: &'static Location<'static>) {
         let tracking = self.used.get() & TRACKING != 0;
-        if index < N {
-            if tracking {
-                self.sites_mut().record(index, Site::Line(site));
-            }
+        #[cfg(feature = "std")]
+        if index >= N && self.profiles() {
+            self.sample(index, site, tracking);
             return;
         }
-        #[cfg(feature = "std")]
-        {
-            let period = crate::profile::period();
-            if tracking || period != 0 || self.sites_ptr().is_some() {
-                self.sites_mut().sample(index, site, period, tracking);
-                // Up to the next slot counted, the fast path may register.
-                self.bound_heap(self.current_end());
-            }
-        }
-        #[cfg(not(feature = "std"))]
         if tracking {
             self.sites_mut().record(index, Site::Line(site));
         }
     }
 
+    /// Whether the profile may count slots here: it is on, or counted some that are pending.
+    #[cfg(feature = "std")]
+    #[inline(always)]
+    fn profiles(&self) -> bool {
+        crate::profile::period() != 0
+            || self.sites_ptr().is_some_and(|sites| {
+                // SAFETY: as in `sites_mut`; the reference ends here.
+                unsafe { sites.as_ref() }.next_sample != crate::sites::NOT_COUNTING
+            })
+    }
+
+    /// [`Arena::record`] for a slot the profile may count.
+    #[cfg(feature = "std")]
+    fn sample(&self, index: usize, site: &'static Location<'static>, tracking: bool) {
+        let sites = self.sites_mut();
+        sites.sample(index, site, crate::profile::period(), tracking);
+        if !tracking {
+            // Up to the next slot counted, the fast path may register.
+            let next = sites.next_sample;
+            self.heap_end
+                .set(self.current_end().min(next.saturating_mul(SLOT)));
+        }
+    }
+
     /// Forgets the sites of the slots from `from` on, which are leaving the arena: the
-    /// profile stops counting them, and `visit` is told their lines.
-    fn forget_sites(&self, from: usize, visit: &mut dyn FnMut(&'static Location<'static>, usize)) {
+    /// profile stops counting them.
+    fn forget_sites(&self, from: usize) {
         let Some(sites) = self.sites_ptr() else {
             return;
         };
         // SAFETY: as in `sites_mut`.
-        unsafe { &mut *sites.as_ptr() }.consumed(from, self.len(), visit);
+        unsafe { &mut *sites.as_ptr() }.consumed(from, self.len());
         if from == 0 && self.spilled() {
             // Nothing is counted any more: the fast path may fill the segment again.
             self.bound_heap(self.current_end());
@@ -622,7 +677,7 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
         }
         let last = bytes - SLOT;
         if used & TRACKING != 0 || self.heap_end.get() != 0 {
-            self.forget_sites(last / SLOT, &mut |_, _| {});
+            self.forget_sites(last / SLOT);
         }
         let slot = if last < N * SLOT {
             // SAFETY: within the inline array.
@@ -680,7 +735,7 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
     #[cold]
     #[inline(never)]
     fn consume_all_slow(&mut self, mode: Mode) {
-        self.forget_sites(0, &mut |_, _| {});
+        self.forget_sites(0);
         let count = self.len();
         if count <= N {
             self.detach_inline(count * SLOT, mode).consume_all();
@@ -693,7 +748,7 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
     /// payload.
     #[cfg(feature = "std")]
     fn consume_all_caught(&mut self, mode: Mode) -> Option<Payload> {
-        self.forget_sites(0, &mut |_, _| {});
+        self.forget_sites(0);
         let count = self.len();
         if count <= N {
             self.detach_inline(count * SLOT, mode).consume_all_caught()
