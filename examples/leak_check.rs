@@ -264,8 +264,8 @@ fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
     let guilty = top.location.file() == file!() && top.location.line() == GUILTY_LINE;
     // It never falls and ends with every item's closure pending. (Flat at zero for the first
     // few items: the profile counts a scope once it outgrows its inline slots.)
-    let climbs = leaky.pending.windows(2).all(|w| w[1] >= w[0])
-        && leaky.pending.last() == Some(&ITEMS);
+    let climbs =
+        leaky.pending.windows(2).all(|w| w[1] >= w[0]) && leaky.pending.last() == Some(&ITEMS);
     let flat = fixed.pending.iter().all(|&p| p == fixed.pending[0]);
     let named = message.contains(&format!("{}:{GUILTY_LINE}:", file!()));
     if guilty && climbs && flat && named {

@@ -119,7 +119,7 @@ pub(crate) fn period() -> usize {
 pub(crate) struct Entry {
     pub(crate) location: &'static Location<'static>,
     /// How many closures each count stands for: the sampling period.
-    weight: usize,
+    pub(crate) weight: usize,
     /// Counted closures pending now, in units of `weight`. Any thread adds and subtracts.
     pending: AtomicIsize,
 }

@@ -147,6 +147,27 @@ impl Sites {
         matches!(self.last, Site::Line(last) if core::ptr::eq(last, site))
     }
 
+    /// Counts slot `index`, registered at `site`, if the exact profile counts it and it
+    /// continues the last run, a counted one of that line at that address: the registration
+    /// a pile-up repeats. Returns whether it did.
+    #[cfg(feature = "std")]
+    #[inline(always)]
+    pub(crate) fn count_again(&mut self, index: usize, site: &'static Location<'static>) -> bool {
+        let Site::Counted(entry) = self.last else {
+            return false;
+        };
+        if index != self.next_sample
+            || !core::ptr::eq(entry.location, site)
+            || entry.weight != 1
+            || profile::period() != 1
+        {
+            return false;
+        }
+        entry.add(1);
+        self.next_sample = index + 1;
+        true
+    }
+
     /// [`Sites::record`] for a site other than the last run's.
     #[cold]
     #[inline(never)]

@@ -293,9 +293,9 @@ fn a_sampled_profile_estimates_within_its_error() {
     let scope = Scope::new();
     let (pile_line, small_line) = (line!() + 2, line!() + 4);
     for i in 0..pile {
-        scope.defer(move || assert!(i < PILE));
+        scope.defer(move || assert!(i < pile));
         if i % 10 == 0 {
-            scope.defer(move || assert!(i < PILE));
+            scope.defer(move || assert!(i < pile));
         }
     }
     let report = profile::report();

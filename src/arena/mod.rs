@@ -207,9 +207,13 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
         if !admit(self) {
             return None;
         }
+        // `RETAINED` is clear on both short paths: the slot is in `current`, or inline with
+        // no segment kept or slots pending.
         if let Some(slot) = self.tracked_slot(site) {
-            // `RETAINED` is clear: the slot is in `current`, or inline with no segment kept
-            // or slots pending.
+            return Some((slot, self.used.get()));
+        }
+        #[cfg(feature = "std")]
+        if let Some(slot) = self.counted_slot(site) {
             return Some((slot, self.used.get()));
         }
         let count = self.len();
@@ -252,6 +256,33 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
         }
         // SAFETY: in the inline array or `current`, which are never null.
         Some(unsafe { NonNull::new_unchecked(slot) })
+    }
+
+    /// The first free slot, if the exact profile counts it and registering there takes nothing
+    /// but the slot and one more count for the line of the last one: a pile-up in a scope
+    /// without stats or a limit while [`profile::enable`](crate::profile::enable) is on.
+    #[cfg(feature = "std")]
+    #[inline(always)]
+    fn counted_slot(&self, site: &'static Location<'static>) -> Option<NonNull<Slot>> {
+        let used = self.used.get();
+        // Untracked, some slots pending, and past the inline ones (so in a segment).
+        if used & (TRACKING | RETAINED) != 0 || used & !FLAGS < N * SLOT {
+            return None;
+        }
+        let bytes = used & !FLAGS;
+        let end = self.current_end();
+        if bytes >= end {
+            return None;
+        }
+        let sites = self.sites_ptr()?;
+        // SAFETY: as in `sites_mut`; the reference ends here.
+        if !unsafe { &mut *sites.as_ptr() }.count_again(bytes / SLOT, site) {
+            return None;
+        }
+        // The next slot is counted too: the fast path must not take it.
+        self.heap_end.set(end.min(bytes + SLOT));
+        // SAFETY: `bytes` is in `current`'s range (tested above), which is never null.
+        Some(unsafe { NonNull::new_unchecked(self.heap_base().wrapping_byte_add(bytes)) })
     }
 
     /// The slot of index `count`, the first free one, entering the next segment (or adding
