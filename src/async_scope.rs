@@ -333,7 +333,9 @@ impl AsyncScope {
             concurrent_registration();
         }
         let release = scopeguard::guard(&self.busy, |busy| busy.store(false, Ordering::Release));
-        let stored = self.arena.push(deferred, Location::caller(), |_| true);
+        let stored = self
+            .arena
+            .push(deferred, Location::caller(), |_| true, drop);
         drop(release);
         stored.expect("an async scope has no limit")
     }

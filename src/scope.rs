@@ -360,7 +360,7 @@ impl<'env, const N: usize> Scope<'env, N> {
         F: FnOnce() -> R + 'env,
         R: CleanupOutput,
     {
-        self.push(Plain(f));
+        self.push_as(Plain(f), true);
     }
 
     /// Like [`defer`](Scope::defer), but hands `f` back, neither run nor dropped, if the
@@ -386,7 +386,7 @@ impl<'env, const N: usize> Scope<'env, N> {
         if at_limit(&self.arena) {
             return Err(self.refuse(f, site));
         }
-        self.arena.push(Plain(f), site, admit);
+        self.arena.push(Plain(f), site, admit, drop);
         Ok(())
     }
 
@@ -591,10 +591,27 @@ impl<'env, const N: usize> Scope<'env, N> {
     #[inline]
     #[track_caller]
     fn push<D: Deferred + 'env>(&self, deferred: D) -> NonNull<D> {
+        self.push_as(deferred, false)
+    }
+
+    /// Registers `deferred`; past the limit, panics with a message that suggests `try_defer`
+    /// if `deferred` is what `defer` registers. The refused closure is dropped before the
+    /// panic, with its own panic (if its drop panics) caught, so that the message is always
+    /// the limit's.
+    #[inline]
+    #[track_caller]
+    fn push_as<D: Deferred + 'env>(&self, deferred: D, from_defer: bool) -> NonNull<D> {
         let site = Location::caller();
-        match self.arena.push(deferred, site, admit) {
+        let mut error = None;
+        let refuse = |refused: D| {
+            // Described while the closure still counts as refused, then dropped.
+            error = Some(self.refuse((), site));
+            drop_refused(refused);
+        };
+        match self.arena.push(deferred, site, admit, refuse) {
             Some(stored) => stored,
-            None => limit_reached(&self.refuse((), site)),
+            // Here, not in `refuse`, so that the panic points at the caller.
+            None => limit_reached(&error.expect("described when refused"), from_defer),
         }
     }
 
@@ -940,8 +957,25 @@ fn at_limit<const N: usize>(arena: &Arena<'_, N, Extras<'_>>) -> bool {
 #[cold]
 #[inline(never)]
 #[track_caller]
-fn limit_reached(refused: &LimitExceeded<()>) -> ! {
-    panic!("{refused}; or use try_defer, which hands the closure back")
+fn limit_reached(refused: &LimitExceeded<()>, from_defer: bool) -> ! {
+    if from_defer {
+        panic!("{refused}; or use try_defer, which hands the closure back")
+    }
+    panic!("{refused}; or compare len() with limit() before registering")
+}
+
+/// Drops a closure refused at the limit. With `std`, a panic of its drop is caught and
+/// dropped, so that the limit's panic, which names the line that piles up, is the one seen.
+#[cold]
+fn drop_refused<D>(refused: D) {
+    #[cfg(feature = "std")]
+    if let Err(payload) =
+        std::panic::catch_unwind(core::panic::AssertUnwindSafe(move || drop(refused)))
+    {
+        crate::arena::drop_payload(payload);
+    }
+    #[cfg(not(feature = "std"))]
+    drop(refused);
 }
 
 impl<const N: usize> Default for Scope<'_, N> {

@@ -174,3 +174,53 @@ fn extras_added_after_closures_keep_them_in_order() {
     assert_eq!(events.ran(), [2, 1, 0]);
     events.assert_each_dropped_once(0..3);
 }
+
+/// A refused closure whose drop panics: the panic seen is still the limit's, which names the
+/// line that piles up, and the closure is dropped exactly once.
+#[cfg(feature = "std")]
+#[test]
+fn a_refused_closure_that_panics_when_dropped_leaves_the_limits_message() {
+    quiet_panics();
+    struct PanicsOnDrop(std::rc::Rc<std::cell::Cell<u32>>);
+    impl Drop for PanicsOnDrop {
+        fn drop(&mut self) {
+            self.0.set(self.0.get() + 1);
+            panic!("refused drop");
+        }
+    }
+    let drops = std::rc::Rc::new(std::cell::Cell::new(0));
+    let scope: Scope<'_> = Scope::with_limit(1);
+    scope.defer(|| ());
+    let capture = PanicsOnDrop(drops.clone());
+    let message = panic_message(|| scope.defer(move || drop(capture))).expect("a panic");
+    assert!(
+        message.starts_with("the scope already holds its limit of 1 pending closures"),
+        "{message}"
+    );
+    assert_eq!(drops.get(), 1);
+    assert_eq!(scope.len(), 1);
+}
+
+/// The limit's panic suggests `try_defer` only where it exists: for `defer`.
+#[test]
+fn the_limits_panic_names_what_exists_for_each_registration() {
+    quiet_panics();
+    let scope: Scope<'_> = Scope::with_limit(0);
+    let deferred = panic_message(|| scope.defer(|| ())).expect("a panic");
+    assert!(
+        deferred.ends_with("or use try_defer, which hands the closure back"),
+        "{deferred}"
+    );
+    for message in [
+        panic_message(|| drop(scope.hold(1, drop))),
+        panic_message(|| scope.defer_on_error(|| ())),
+        panic_message(|| scope.defer_fallible(|| Ok::<(), &str>(()))),
+    ] {
+        let message = message.expect("a panic");
+        assert!(!message.contains("try_"), "{message}");
+        assert!(
+            message.ends_with("or compare len() with limit() before registering"),
+            "{message}"
+        );
+    }
+}

@@ -153,14 +153,16 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
     /// valid until the next drain. When the arena has extras or must grow, `admit` is asked
     /// first (to enforce a limit): if it says no, `deferred` is dropped, the arena is
     /// unchanged, and the result is `None` (a pointer-sized answer, so that the hot path
-    /// returns it in a register). The site is recorded only on the slow path, where the
-    /// arena tracks sites or the profile counts this registration.
+    /// returns it in a register); `refuse` gets `deferred` first, to drop it or panic. The
+    /// site is recorded only on the slow path, where the arena tracks sites or the profile
+    /// counts this registration.
     #[inline(always)]
     pub(crate) fn push<D: Deferred + 'env>(
         &self,
         deferred: D,
         site: &'static Location<'static>,
         admit: impl FnOnce(&Self) -> bool,
+        refuse: impl FnOnce(D),
     ) -> Option<NonNull<D>> {
         let used = self.used.get();
         // Inline first, without looking at the heap fields: a scope that stays inline never
@@ -183,7 +185,10 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
             // a loop keeps it in a register rather than reading it back.
             match self.reserve_slow(site, admit) {
                 Some((slot, used)) => (slot.as_ptr(), used),
-                None => return None,
+                None => {
+                    refuse(deferred);
+                    return None;
+                }
             }
         };
         // SAFETY: as above, in a segment or inline.
@@ -269,12 +274,12 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
         if used & (TRACKING | RETAINED) != 0 || used & !FLAGS < N * SLOT {
             return None;
         }
+        let sites = self.sites_ptr()?;
         let bytes = used & !FLAGS;
         let end = self.current_end();
         if bytes >= end {
             return None;
         }
-        let sites = self.sites_ptr()?;
         // SAFETY: as in `sites_mut`; the reference ends here.
         if !unsafe { &mut *sites.as_ptr() }.count_again(bytes / SLOT, site) {
             return None;
@@ -911,7 +916,12 @@ mod tests {
     fn with(count: usize) -> TestArena {
         let arena = TestArena::new();
         for _ in 0..count {
-            let _ = arena.push(Plain(|| ()), core::panic::Location::caller(), |_| true);
+            let _ = arena.push(
+                Plain(|| ()),
+                core::panic::Location::caller(),
+                |_| true,
+                drop,
+            );
         }
         arena
     }
@@ -938,13 +948,23 @@ mod tests {
         drained(arena);
         let mut arena = with(3);
         arena.run_all();
-        let _ = arena.push(Plain(|| ()), core::panic::Location::caller(), |_| true);
+        let _ = arena.push(
+            Plain(|| ()),
+            core::panic::Location::caller(),
+            |_| true,
+            drop,
+        );
         assert!(!arena.run_if_only_inline(), "a segment to free");
         drained(arena);
         // Every inline slot of a larger arena, whose lengths reach past one slot's bytes.
         let mut arena = Arena::<'static, 8, ()>::new();
         for _ in 0..8 {
-            let _ = arena.push(Plain(|| ()), core::panic::Location::caller(), |_| true);
+            let _ = arena.push(
+                Plain(|| ()),
+                core::panic::Location::caller(),
+                |_| true,
+                drop,
+            );
         }
         assert!(arena.run_if_only_inline());
         assert_eq!(arena.len(), 0);
@@ -969,7 +989,12 @@ mod tests {
         arena.run_all();
         assert!(!arena.is_unused(), "a segment kept for reuse");
         assert_eq!((arena.len(), arena.capacity()), (0, 6));
-        let _ = arena.push(Plain(|| ()), core::panic::Location::caller(), |_| true);
+        let _ = arena.push(
+            Plain(|| ()),
+            core::panic::Location::caller(),
+            |_| true,
+            drop,
+        );
         assert_eq!(arena.len(), 1, "registering after a drain clears the mark");
         arena.run_all();
         assert!(!arena.is_unused(), "the segment is still kept");
