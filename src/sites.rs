@@ -227,6 +227,7 @@ impl Sites {
 
     /// Forgets the slots `from..len`, which left the storage: the profile stops counting
     /// them.
+    #[cfg_attr(not(feature = "std"), allow(unused_variables))]
     pub(crate) fn consumed(&mut self, from: usize, len: usize) {
         #[cfg(feature = "std")]
         if self.counted {

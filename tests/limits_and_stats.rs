@@ -212,7 +212,9 @@ fn the_limits_panic_names_what_exists_for_each_registration() {
         "{deferred}"
     );
     for message in [
-        panic_message(|| drop(scope.hold(1, drop))),
+        panic_message(|| {
+            scope.hold(1, drop);
+        }),
         panic_message(|| scope.defer_on_error(|| ())),
         panic_message(|| scope.defer_fallible(|| Ok::<(), &str>(()))),
     ] {
