@@ -144,6 +144,7 @@ mod scope;
 mod send_scope;
 mod sites;
 mod stats;
+mod tracking;
 
 #[cfg(feature = "std")]
 pub use async_scope::{AsyncScope, async_scope, try_async_scope};

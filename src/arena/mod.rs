@@ -894,8 +894,8 @@ unsafe impl<const N: usize> Send for crate::SendScope<'_, N> {}
 #[cfg(feature = "std")]
 unsafe impl Send for crate::AsyncScope {}
 
-// SAFETY: through `&AsyncScope` only registration is possible, and every registration holds
-// the scope's busy flag (an atomic swap, which panics if another thread holds it) for as long
+// SAFETY: through `&AsyncScope` only registration and reading the limit and stats are
+// possible, and each holds the scope's busy flag (an atomic swap, which panics if another thread holds it) for as long
 // as it touches the arena, so the arena's cells are never accessed by two threads at once.
 // What registration lends out (`hold_async`) is a `Send` value in a slot that never moves and
 // that later registrations do not touch.
