@@ -7,12 +7,11 @@ use core::future::{Future, poll_fn};
 use core::marker::PhantomData;
 use core::panic::Location;
 use core::pin::{Pin, pin};
-use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, Ordering};
 use core::task::Poll;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 
-use crate::arena::{Arena, Payload, Step, drop_payload};
+use crate::arena::{Arena, Payload, Step, Stored, drop_payload};
 use crate::bounds::{CleanupError, CleanupOutput};
 use crate::deferred::{Call, CleanupFuture, Deferred, DrainContext, Held, Outcome, Plain, Started};
 use crate::ending::{combine, unreported};
@@ -237,7 +236,10 @@ impl AsyncScope {
     /// (see the `Sync` impl); panics if another thread holds it.
     #[inline(always)]
     #[track_caller]
-    fn exclusively<R>(&self, f: impl FnOnce(&Arena<'static, INLINE, Tracking>) -> R) -> R {
+    fn exclusively<'a, R>(
+        &'a self,
+        f: impl FnOnce(&'a Arena<'static, INLINE, Tracking>) -> R,
+    ) -> R {
         if self.busy.swap(true, Ordering::Acquire) {
             concurrent_registration();
         }
@@ -422,7 +424,7 @@ impl AsyncScope {
 
     #[inline(always)]
     #[track_caller]
-    fn push<D: Deferred + 'static>(&self, deferred: D) -> NonNull<D> {
+    fn push<D: Deferred + 'static>(&self, deferred: D) -> Stored<'_, D> {
         let site = Location::caller();
         let stored = self.exclusively(|arena| {
             arena.push(deferred, site, tracking::admit, tracking::drop_refused)
@@ -467,10 +469,7 @@ impl AsyncScope {
             site: Location::caller(),
             future: PhantomData,
         });
-        // SAFETY: `push` stored the `HeldAsync` at `held`, where it stays, untouched by the
-        // scope, until a drain consumes it; every drain takes `&mut self`, which cannot happen
-        // while the returned borrow of `self` lives. No other reference to this value exists.
-        unsafe { &mut (*held.as_ptr()).held.value }
+        &mut held.into_mut().held.value
     }
 
     /// Runs and awaits every pending cleanup, last first, catching every panic.

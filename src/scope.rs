@@ -7,9 +7,8 @@ use core::fmt;
 use core::marker::PhantomData;
 use core::mem::ManuallyDrop;
 use core::panic::Location;
-use core::ptr::NonNull;
 
-use crate::arena::Arena;
+use crate::arena::{Arena, Stored};
 use crate::bounds::{CleanupError, CleanupOutput};
 use crate::deferred::{Call, Deferred, Fallible, Held, OnFailure, OnSuccess, Outcome, Plain};
 use crate::error::{BoxError, CleanupErrors, LimitExceeded};
@@ -443,11 +442,7 @@ impl<'env, const N: usize> Scope<'env, N> {
         C: FnOnce(T) -> R + 'env,
         R: CleanupOutput,
     {
-        let held = self.push(Plain(Held { value, cleanup }));
-        // SAFETY: `push` stored the `Held` at `held`, where it stays, untouched by the scope,
-        // until a drain consumes it; every drain takes `&mut self`, which cannot happen while
-        // the returned borrow of `self` lives. No other reference to this value exists.
-        unsafe { &mut (*held.as_ptr()).0.value }
+        &mut self.push(Plain(Held { value, cleanup })).into_mut().0.value
     }
 
     /// Like [`hold`](Scope::hold), for a cleanup that can fail: its error is kept like that
@@ -500,9 +495,11 @@ impl<'env, const N: usize> Scope<'env, N> {
         C: FnOnce(T) -> Result<(), E> + 'env,
         E: CleanupError + 'env,
     {
-        let held = self.push_fallible(Held { value, cleanup });
-        // SAFETY: as in `hold`.
-        unsafe { &mut (*held.as_ptr()).call.value }
+        &mut self
+            .push_fallible(Held { value, cleanup })
+            .into_mut()
+            .call
+            .value
     }
 
     /// Registers `f` to run only if the scope fails: inside [`try_scope`](crate::try_scope) or
@@ -568,7 +565,7 @@ impl<'env, const N: usize> Scope<'env, N> {
 
     #[inline]
     #[track_caller]
-    fn push<D: Deferred + 'env>(&self, deferred: D) -> NonNull<D> {
+    fn push<D: Deferred + 'env>(&self, deferred: D) -> Stored<'_, D> {
         self.push_as(deferred, false)
     }
 
@@ -577,7 +574,7 @@ impl<'env, const N: usize> Scope<'env, N> {
     /// own panic (if its drop panics) caught, so that the panic seen is the limit's.
     #[inline]
     #[track_caller]
-    fn push_as<D: Deferred + 'env>(&self, deferred: D, from_defer: bool) -> NonNull<D> {
+    fn push_as<D: Deferred + 'env>(&self, deferred: D, from_defer: bool) -> Stored<'_, D> {
         let site = Location::caller();
         match self
             .arena
@@ -604,7 +601,7 @@ impl<'env, const N: usize> Scope<'env, N> {
     }
 
     #[track_caller]
-    fn push_fallible<K, E>(&self, cleanup: K) -> NonNull<Fallible<K, E>>
+    fn push_fallible<K, E>(&self, cleanup: K) -> Stored<'_, Fallible<K, E>>
     where
         K: Call<Output = Result<(), E>> + 'env,
         E: CleanupError + 'env,
