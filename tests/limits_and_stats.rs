@@ -231,17 +231,8 @@ fn the_limits_panic_names_what_exists_for_each_registration() {
 #[cfg(feature = "std")]
 mod async_scope {
     use super::*;
+    use common::block_on;
     use scoped_defer::AsyncScope;
-
-    /// Polls a future that never waits.
-    fn block_on<F: std::future::Future>(future: F) -> F::Output {
-        let mut future = std::pin::pin!(future);
-        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
-        match future.as_mut().poll(&mut context) {
-            std::task::Poll::Ready(output) => output,
-            std::task::Poll::Pending => panic!("the futures of this test never wait"),
-        }
-    }
 
     #[test]
     fn a_limit_refuses_the_cleanup_too_many_and_names_the_line() {

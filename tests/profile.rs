@@ -8,6 +8,8 @@
 
 mod common;
 
+use common::block_on;
+
 use std::sync::{Barrier, Mutex, MutexGuard};
 
 use scoped_defer::{
@@ -314,14 +316,4 @@ fn a_sampled_profile_estimates_within_its_error() {
     assert_eq!(report.sites()[0].location.line(), pile_line, "{report}");
     drop(scope);
     assert_eq!((pending_at(pile_line), pending_at(small_line)), (0, 0));
-}
-
-/// Polls a future that never waits.
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    let mut future = std::pin::pin!(future);
-    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
-    match future.as_mut().poll(&mut context) {
-        std::task::Poll::Ready(output) => output,
-        std::task::Poll::Pending => panic!("the futures of this test never wait"),
-    }
 }

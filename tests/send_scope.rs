@@ -1,11 +1,12 @@
 //! `SendScope`: only `Send` closures, and the scope itself moves across threads and awaits.
 mod common;
 
+use common::block_on;
+
 use std::future::Future;
-use std::pin::pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
 use scoped_defer::SendScope;
 
@@ -23,17 +24,6 @@ impl Future for YieldOnce {
             Poll::Ready(())
         } else {
             Poll::Pending
-        }
-    }
-}
-
-/// Polls `future` to completion on this thread.
-fn block_on<F: Future>(future: F) -> F::Output {
-    let mut future = pin!(future);
-    let mut context = Context::from_waker(Waker::noop());
-    loop {
-        if let Poll::Ready(output) = future.as_mut().poll(&mut context) {
-            return output;
         }
     }
 }

@@ -187,3 +187,26 @@ pub fn in_child(test: &str, scenario: impl FnOnce()) {
         "the child did not run {test}: {stdout}"
     );
 }
+
+/// Polls `future` to completion on this thread, parking between polls: an executor for tests
+/// that need no runtime.
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Wake, Waker};
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut context = Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut context) {
+            return output;
+        }
+        // A timeout, for futures that return `Pending` without waking: they are polled again.
+        std::thread::park_timeout(std::time::Duration::from_millis(1));
+    }
+}
