@@ -96,6 +96,9 @@
 //! - An outcome-aware cleanup sees the outcome as it stands when it runs: the body's result,
 //!   or a panic or error of a cleanup that ran before it.
 //! - The error of a failed cleanup is returned, handed to a handler, or raised: never dropped.
+//!   What cannot be returned (an error lost to a panic, the async cleanups of a cancelled
+//!   scope) is [reported](report) to a hook the application can set; reporting never panics or
+//!   aborts, whatever standard error is and whatever the user code it calls does.
 //!
 //! # Crate features
 //!
@@ -107,6 +110,10 @@
 //! - `rayon`: parallel scoped loops on rayon's pools. Adds the `rayon` dependency.
 //! - `tokio`: a cancelled [`async_scope`] spawns its pending async cleanups on the current
 //!   tokio runtime instead of dropping them. Adds the `tokio` dependency (its `rt` feature).
+//! - `tracing`: the default [report hook](report) emits each report of what the crate cannot
+//!   return as a `tracing` `error!` event with structured fields (`kind`, `site`, `error`)
+//!   when a subscriber is set, instead of writing it to standard error. Adds the `tracing`
+//!   dependency (without its default features).
 //!
 //! # Minimum supported Rust version
 //!
@@ -140,6 +147,8 @@ mod loops;
 mod parallel;
 #[cfg(feature = "std")]
 pub mod profile;
+#[cfg(feature = "std")]
+pub mod report;
 mod scope;
 mod send_scope;
 mod sites;

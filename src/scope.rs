@@ -1007,7 +1007,7 @@ impl<const N: usize> Scope<'_, N> {
     #[inline(never)]
     fn drop_slow(&mut self) {
         // The storage is released however the closures end.
-        let mut this = scopeguard::guard(self, |scope| scope.arena.release());
+        let mut this = scopeguard::guard(self, |scope| scope.release_on_drop());
         this.drain_on_drop();
     }
 
