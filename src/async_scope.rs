@@ -77,7 +77,7 @@ const INLINE: usize = 8;
 /// | pending cleanup | with the `tokio` feature, inside a tokio runtime | otherwise |
 /// |---|---|---|
 /// | sync closure ([`defer`](AsyncScope::defer)) | runs at once, in order | runs at once, in order |
-/// | async cleanup, including the one being awaited | spawned with the others as one task that awaits them last first; its errors and panics are printed on standard error | dropped without being awaited, and reported on standard error with the line that registered it |
+/// | async cleanup, including the one being awaited | spawned with the others as one task that awaits them last first; its errors and panics are [reported](crate::report), and so are the futures a runtime shutdown keeps it from finishing | dropped without being awaited, and [reported](crate::report) with the line that registered it (naming the `tokio` feature if it is missing) |
 ///
 /// A cancelled scope counts as failed: [`defer_async_on_error`](AsyncScope::defer_async_on_error)
 /// cleanups are among those run or spawned.
@@ -320,7 +320,7 @@ impl AsyncScope {
     /// # Panics
     ///
     /// With the first panic of a cleanup, once every other cleanup has ended (their errors are
-    /// then printed on standard error).
+    /// then [reported](crate::report)).
     pub async fn finish(mut self) -> Result<(), CleanupErrors> {
         let drained = self.drain(Outcome::Success).await;
         drained.into_result()

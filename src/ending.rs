@@ -27,7 +27,7 @@ pub(crate) struct Drained {
 
 impl<'env, const N: usize> Scope<'env, N> {
     /// Runs every closure with the given outcome and returns the errors; the first panic of a
-    /// closure resumes after the errors are delivered to the handler (or printed).
+    /// closure resumes after the errors are delivered to the handler (or reported).
     pub(crate) fn end_with(&mut self, outcome: Outcome) -> Result<(), CleanupErrors> {
         if !self.drains_in_context() {
             self.arena.run_all();

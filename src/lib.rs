@@ -98,7 +98,7 @@
 //! - The error of a failed cleanup is returned, handed to a handler, or raised: never dropped.
 //!   What cannot be returned (an error lost to a panic, the async cleanups of a cancelled
 //!   scope) is [reported](report) to a hook the application can set; reporting never panics or
-//!   aborts, whatever standard error is and whatever the user code it calls does.
+//!   aborts, whatever standard error is and whatever the user code it calls does (`std`).
 //!
 //! # Crate features
 //!

@@ -67,7 +67,12 @@ fn recorded(f: impl FnOnce()) -> Vec<(Seen, String)> {
                 line: report.site().line(),
                 error,
             };
-            RECORDING.with(|r| r.borrow_mut().as_mut().unwrap().push((seen, report.to_string())));
+            RECORDING.with(|r| {
+                r.borrow_mut()
+                    .as_mut()
+                    .unwrap()
+                    .push((seen, report.to_string()))
+            });
             if HOOK_PANICS.get() {
                 std::panic::panic_any(PanicsOnDrop);
             }
@@ -152,7 +157,11 @@ fn a_scope_dropped_during_an_unwind_reports_each_lost_error_with_its_own_line() 
     );
     let expected = format!("tests/reports.rs:{}:", lines.1);
     assert!(reports[0].1.contains(&expected), "{}", reports[0].1);
-    assert!(reports[0].1.ends_with("nothing could return its error: unlock failed"));
+    assert!(
+        reports[0]
+            .1
+            .ends_with("nothing could return its error: unlock failed")
+    );
 }
 
 /// A cleanup's panic keeps `finish` from returning the other's error. Before: standard error.
@@ -169,7 +178,11 @@ fn an_error_lost_to_a_cleanup_panic_is_reported() {
     });
     assert_eq!(
         fields(&reports),
-        [Seen::new(ReportKind::ErrorLostToPanic, line, Some("flush failed"))]
+        [Seen::new(
+            ReportKind::ErrorLostToPanic,
+            line,
+            Some("flush failed")
+        )]
     );
 }
 
@@ -214,7 +227,11 @@ fn async_errors_lost_to_a_cleanup_panic_are_reported() {
     });
     assert_eq!(
         fields(&reports),
-        [Seen::new(ReportKind::ErrorLostToPanic, line, Some("flush failed"))]
+        [Seen::new(
+            ReportKind::ErrorLostToPanic,
+            line,
+            Some("flush failed")
+        )]
     );
 }
 
@@ -358,7 +375,11 @@ fn runtime_shutdown_reports_the_future_in_flight_and_those_behind_it() {
             Seen::new(ReportKind::NotAwaitedAtShutdown, lines.0, None),
         ]
     );
-    assert!(reports[0].1.contains("dropped part-way"), "{}", reports[0].1);
+    assert!(
+        reports[0].1.contains("dropped part-way"),
+        "{}",
+        reports[0].1
+    );
 }
 
 // ---- User code called while reporting. ----
@@ -588,20 +609,23 @@ fn take_hook_restores_the_default_and_returns_the_hook() {
         let scope = AsyncScope::new();
         scope.defer_async(async {});
     }
-    in_child("take_hook_restores_the_default_and_returns_the_hook", || {
-        report::set_hook(Box::new(|_| {
-            CALLS.fetch_add(1, Ordering::Relaxed);
-        }));
-        cancel_one();
-        assert_eq!(CALLS.load(Ordering::Relaxed), 1);
-        let taken = report::take_hook();
-        cancel_one(); // to standard error
-        assert_eq!(CALLS.load(Ordering::Relaxed), 1);
-        report::set_hook(taken);
-        cancel_one();
-        assert_eq!(CALLS.load(Ordering::Relaxed), 2);
-        drop(report::take_hook());
-    });
+    in_child(
+        "take_hook_restores_the_default_and_returns_the_hook",
+        || {
+            report::set_hook(Box::new(|_| {
+                CALLS.fetch_add(1, Ordering::Relaxed);
+            }));
+            cancel_one();
+            assert_eq!(CALLS.load(Ordering::Relaxed), 1);
+            let taken = report::take_hook();
+            cancel_one(); // to standard error
+            assert_eq!(CALLS.load(Ordering::Relaxed), 1);
+            report::set_hook(taken);
+            cancel_one();
+            assert_eq!(CALLS.load(Ordering::Relaxed), 2);
+            drop(report::take_hook());
+        },
+    );
 }
 
 /// With the `tracing` feature and a subscriber, the default hook emits an `error!` event
@@ -614,9 +638,12 @@ fn with_the_tracing_feature_the_default_hook_emits_an_event_with_fields() {
     use tracing::span::{Attributes, Id, Record};
     use tracing::{Event, Level, Metadata, Subscriber};
 
-    /// Keeps each event's level, target and fields.
+    /// An event's level, target and fields (name, value).
+    type Recorded = (Level, String, Vec<(String, String)>);
+
+    /// Keeps each event.
     #[derive(Default)]
-    struct Events(Mutex<Vec<(Level, String, Vec<(String, String)>)>>);
+    struct Events(Mutex<Vec<Recorded>>);
 
     struct Fields(Vec<(String, String)>);
 
