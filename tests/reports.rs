@@ -40,16 +40,17 @@ impl Seen {
 }
 
 thread_local! {
-    /// The reports made on this thread while [`recorded`] runs, with their `Display`.
-    static RECORDING: RefCell<Option<Vec<(Seen, String)>>> = const { RefCell::new(None) };
+    /// The reports made on this thread while [`recorded`] runs, with their `Display` and
+    /// `Debug`.
+    static RECORDING: RefCell<Option<Vec<(Seen, String, String)>>> = const { RefCell::new(None) };
     /// Makes the hook panic, with a payload that panics when dropped, after recording.
     static HOOK_PANICS: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Runs `f` and returns the reports it made on this thread, with their `Display`. The hook
+/// Runs `f` and returns the reports it made on this thread, with their `Display` and `Debug`. The hook
 /// is process-wide: reports from other threads, or from a thread that is not recording, go to
 /// the default hook as before.
-fn recorded(f: impl FnOnce()) -> Vec<(Seen, String)> {
+fn recorded(f: impl FnOnce()) -> Vec<(Seen, String, String)> {
     static INSTALLED: std::sync::Once = std::sync::Once::new();
     INSTALLED.call_once(|| {
         let default = report::take_hook();
@@ -68,10 +69,11 @@ fn recorded(f: impl FnOnce()) -> Vec<(Seen, String)> {
                 error,
             };
             RECORDING.with(|r| {
-                r.borrow_mut()
-                    .as_mut()
-                    .unwrap()
-                    .push((seen, report.to_string()))
+                r.borrow_mut().as_mut().unwrap().push((
+                    seen,
+                    report.to_string(),
+                    format!("{report:?}"),
+                ))
             });
             if HOOK_PANICS.get() {
                 std::panic::panic_any(PanicsOnDrop);
@@ -85,8 +87,8 @@ fn recorded(f: impl FnOnce()) -> Vec<(Seen, String)> {
 }
 
 /// Just the fields of what [`recorded`] returns.
-fn fields(reports: &[(Seen, String)]) -> Vec<Seen> {
-    reports.iter().map(|(seen, _)| seen.clone()).collect()
+fn fields(reports: &[(Seen, String, String)]) -> Vec<Seen> {
+    reports.iter().map(|(seen, ..)| seen.clone()).collect()
 }
 
 /// A value whose drop panics: a panic payload, or a capture of an error handler.
@@ -157,6 +159,14 @@ fn a_scope_dropped_during_an_unwind_reports_each_lost_error_with_its_own_line() 
     );
     let expected = format!("tests/reports.rs:{}:", lines.1);
     assert!(reports[0].1.contains(&expected), "{}", reports[0].1);
+    assert!(
+        reports[0]
+            .2
+            .starts_with("Report { kind: ErrorLostToPanic, site: ")
+            && reports[0].2.ends_with(r#"error: Some("unlock failed") }"#),
+        "{}",
+        reports[0].2
+    );
     assert!(
         reports[0]
             .1
@@ -270,7 +280,7 @@ fn a_cancelled_scope_reports_each_future_it_could_not_await() {
         ]
     );
     assert_eq!(Arc::strong_count(&captured), 1, "the future was dropped");
-    for (_, text) in &reports {
+    for (_, text, _) in &reports {
         assert!(text.contains("dropped without being awaited"), "{text}");
         assert_eq!(
             text.contains("`tokio` feature"),
@@ -443,21 +453,25 @@ fn the_panic_for_an_unreturned_error_survives_a_panicking_display() {
 
 /// Before: a panicking hook was not possible; a report that panics on its way out during an
 /// unwind aborts. The hook's payload panics when dropped, too.
+#[cfg(unix)]
 #[test]
 fn a_hook_that_panics_does_not_stop_the_report_or_the_original_panic() {
     in_child(
         "a_hook_that_panics_does_not_stop_the_report_or_the_original_panic",
         || {
-            let reports = recorded(|| {
-                HOOK_PANICS.set(true);
-                let panicked = catch_expected(|| {
-                    let scope = Scope::new();
-                    scope.defer_fallible(|| Err::<(), _>("flush failed"));
-                    scope.defer_fallible(|| Err::<(), _>("unlock failed"));
-                    panic!("the body failed");
+            let mut reports = Vec::new();
+            let written = written_to_stderr(|| {
+                reports = recorded(|| {
+                    HOOK_PANICS.set(true);
+                    let panicked = catch_expected(|| {
+                        let scope = Scope::new();
+                        scope.defer_fallible(|| Err::<(), _>("flush failed"));
+                        scope.defer_fallible(|| Err::<(), _>("unlock failed"));
+                        panic!("the body failed");
+                    });
+                    HOOK_PANICS.set(false);
+                    assert_eq!(message(&*panicked.unwrap_err()), "the body failed");
                 });
-                HOOK_PANICS.set(false);
-                assert_eq!(message(&*panicked.unwrap_err()), "the body failed");
             });
             let errors: Vec<_> = fields(&reports).into_iter().map(|s| s.error).collect();
             assert_eq!(
@@ -465,6 +479,13 @@ fn a_hook_that_panics_does_not_stop_the_report_or_the_original_panic() {
                 [Some("unlock failed".into()), Some("flush failed".into())],
                 "the first panicking hook did not stop the second report"
             );
+            // What the hook failed to deliver went to standard error.
+            let lines: Vec<_> = written
+                .lines()
+                .filter(|l| l.starts_with("scoped-defer: "))
+                .collect();
+            assert_eq!(lines.len(), 2, "{written}");
+            assert!(lines[0].ends_with("unlock failed") && lines[1].ends_with("flush failed"));
         },
     );
 }
@@ -517,6 +538,15 @@ fn a_handler_whose_captures_panic_on_drop_does_not_abort_a_scope_dropped_during_
                 assert_eq!(message(&*panicked.unwrap_err()), "the body failed");
                 assert_eq!(ran.get(), pending);
             }
+            // Not unwinding, the captures' panic is the scope's own, as for any value.
+            let panicked = catch_expected(|| {
+                let mut scope = Scope::new();
+                let captured = PanicsOnDrop;
+                scope.set_error_handler(move |_| {
+                    let _keep = &captured;
+                });
+            });
+            assert_eq!(message(&*panicked.unwrap_err()), "dropped");
         },
     );
 }
@@ -541,6 +571,33 @@ fn break_stderr() {
         std::io::stderr().write_all(b"x").is_err(),
         "the write to standard error should fail"
     );
+}
+
+/// What `f` writes to standard error (file descriptor 2), which it is kept from while it runs.
+#[cfg(unix)]
+fn written_to_stderr(f: impl FnOnce()) -> String {
+    use std::io::Read;
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: plain descriptor calls: fd 2 is saved, replaced by the pipe's writing end for
+    // the duration of `f`, then put back, which leaves the reading end the only one open.
+    let (saved, mut reading) = unsafe {
+        let saved = libc::dup(2);
+        assert!(saved >= 0);
+        assert_eq!(libc::pipe(fds.as_mut_ptr()), 0);
+        assert_eq!(libc::dup2(fds[1], 2), 2);
+        assert_eq!(libc::close(fds[1]), 0);
+        (saved, std::fs::File::from_raw_fd(fds[0]))
+    };
+    f();
+    // SAFETY: as above.
+    unsafe {
+        assert_eq!(libc::dup2(saved, 2), 2);
+        assert_eq!(libc::close(saved), 0);
+    }
+    let mut written = String::new();
+    reading.read_to_string(&mut written).unwrap();
+    written
 }
 
 /// Before: `eprintln!` panicked during the unwind, and the process aborted.
