@@ -6,17 +6,18 @@ use core::future::{Future, poll_fn};
 use core::marker::PhantomData;
 use core::panic::Location;
 use core::pin::{Pin, pin};
-use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, Ordering};
 use core::task::Poll;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 
-use crate::arena::{Arena, Payload, Step, drop_payload};
+use crate::arena::{Arena, Payload, Step, Stored, drop_payload};
 use crate::bounds::{CleanupError, CleanupOutput};
 use crate::deferred::{Call, CleanupFuture, Deferred, DrainContext, Held, Outcome, Plain, Started};
 use crate::ending::{combine, unreported};
 use crate::error::{BoxError, CleanupErrors, ScopeError};
 use crate::report::{self, ReportKind};
+use crate::stats::Stats;
+use crate::tracking::{self, Tracking};
 
 /// Sync closures stored inline before the scope allocates.
 const INLINE: usize = 8;
@@ -82,6 +83,26 @@ const INLINE: usize = 8;
 /// A cancelled scope counts as failed: [`defer_async_on_error`](AsyncScope::defer_async_on_error)
 /// cleanups are among those run or spawned.
 ///
+/// # Limits and stats
+///
+/// As for a [`Scope`](crate::Scope): [`with_limit`](AsyncScope::with_limit) or
+/// [`set_limit`](AsyncScope::set_limit) caps the pending cleanups, with the same panic naming
+/// the line that piles up, and [`with_stats`](AsyncScope::with_stats) or
+/// [`track_stats`](AsyncScope::track_stats) makes [`stats`](AsyncScope::stats) available.
+/// They are set on a scope of your own, before the body lends it out:
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let scope = scoped_defer::AsyncScope::with_limit(2);
+/// scope.defer_async(async {});
+/// scope.defer(|| ());
+/// let refused = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scope.defer(|| ())));
+/// assert!(refused.is_err());
+/// scope.finish().await.unwrap();
+/// # }
+/// ```
+///
 /// # Panics and errors
 ///
 /// A cleanup that panics does not stop the others; the first panic resumes once all have
@@ -98,7 +119,7 @@ const INLINE: usize = 8;
 pub struct AsyncScope {
     /// Sync closures and async cleanups alike, in registration order. Invariant: holds only
     /// `Send` closures and values.
-    arena: Arena<'static, INLINE, ()>,
+    arena: Arena<'static, INLINE, Tracking>,
     /// Set while a registration uses the arena: see the `Sync` impl.
     busy: AtomicBool,
     /// The cleanup being awaited, kept here so that a cancelled drain still sees it.
@@ -149,6 +170,81 @@ impl AsyncScope {
     #[must_use = "a scope that is dropped at once runs nothing; bind it to a variable"]
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Creates a scope that holds at most `limit` pending cleanups: past it, every
+    /// registration panics, naming the line that piles up. See
+    /// [`Scope::with_limit`](crate::Scope::with_limit).
+    #[must_use = "a scope that is dropped at once runs nothing; bind it to a variable"]
+    #[track_caller]
+    pub fn with_limit(limit: usize) -> Self {
+        let mut scope = Self::new();
+        scope.set_limit(limit);
+        scope
+    }
+
+    /// Creates a scope that tracks [`stats`](AsyncScope::stats). See
+    /// [`Scope::with_stats`](crate::Scope::with_stats).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let scope = scoped_defer::AsyncScope::with_stats();
+    /// for _ in 0..3 {
+    ///     scope.defer_async(async {});
+    /// }
+    /// assert_eq!(scope.stats().unwrap().sites()[0].pending, 3);
+    /// scope.finish().await.unwrap();
+    /// # }
+    /// ```
+    #[must_use = "a scope that is dropped at once runs nothing; bind it to a variable"]
+    #[track_caller]
+    pub fn with_stats() -> Self {
+        let mut scope = Self::new();
+        scope.track_stats();
+        scope
+    }
+
+    /// Caps the pending cleanups at `limit`, from now on. See
+    /// [`Scope::set_limit`](crate::Scope::set_limit).
+    #[track_caller]
+    pub fn set_limit(&mut self, limit: usize) {
+        tracking::set_limit(&mut self.arena, limit, Location::caller());
+    }
+
+    /// Starts tracking [`stats`](AsyncScope::stats), counting from the cleanups pending now.
+    /// They describe the scope while it lives, which [`finish`](AsyncScope::finish) ends:
+    /// what is pending, from which lines, the high-water mark and the refused cleanups.
+    #[track_caller]
+    pub fn track_stats(&mut self) {
+        tracking::track_stats(&mut self.arena, Location::caller());
+    }
+
+    /// The limit, if any.
+    #[must_use]
+    pub fn limit(&self) -> Option<usize> {
+        self.exclusively(|arena| tracking::limit(arena))
+    }
+
+    /// How the scope has been used so far, if it tracks stats; see [`Stats`].
+    #[must_use]
+    pub fn stats(&self) -> Option<Stats> {
+        self.exclusively(|arena| tracking::stats(arena))
+    }
+
+    /// Runs `f` on the arena while holding the busy flag, which makes the access exclusive
+    /// (see the `Sync` impl); panics if another thread holds it.
+    #[inline(always)]
+    #[track_caller]
+    fn exclusively<'a, R>(
+        &'a self,
+        f: impl FnOnce(&'a Arena<'static, INLINE, Tracking>) -> R,
+    ) -> R {
+        if self.busy.swap(true, Ordering::Acquire) {
+            concurrent_registration();
+        }
+        let _release = scopeguard::guard(&self.busy, |busy| busy.store(false, Ordering::Release));
+        f(&self.arena)
     }
 
     /// Registers a sync closure, run in its turn. Allocates nothing for the first 8.
@@ -326,18 +422,26 @@ impl AsyncScope {
         drained.into_result()
     }
 
-    #[inline]
+    #[inline(always)]
     #[track_caller]
-    fn push<D: Deferred + 'static>(&self, deferred: D) -> NonNull<D> {
-        if self.busy.swap(true, Ordering::Acquire) {
-            concurrent_registration();
+    fn push<D: Deferred + 'static>(&self, deferred: D) -> Stored<'_, D> {
+        let site = Location::caller();
+        let stored = self.exclusively(|arena| {
+            arena.push(deferred, site, tracking::admit, tracking::drop_refused)
+        });
+        match stored {
+            Some(stored) => stored,
+            None => self.limit_reached(site),
         }
-        let release = scopeguard::guard(&self.busy, |busy| busy.store(false, Ordering::Release));
-        let stored = self
-            .arena
-            .push(deferred, Location::caller(), |_| true, drop);
-        drop(release);
-        stored.expect("an async scope has no limit")
+    }
+
+    /// Panics for a cleanup registered at `site` past the limit.
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    fn limit_reached(&self, site: &'static Location<'static>) -> ! {
+        let refused = self.exclusively(|arena| tracking::refuse(arena, (), site));
+        tracking::limit_reached(&refused, "or give the scope a larger limit")
     }
 
     #[inline]
@@ -365,10 +469,7 @@ impl AsyncScope {
             site: Location::caller(),
             future: PhantomData,
         });
-        // SAFETY: `push` stored the `HeldAsync` at `held`, where it stays, untouched by the
-        // scope, until a drain consumes it; every drain takes `&mut self`, which cannot happen
-        // while the returned borrow of `self` lives. No other reference to this value exists.
-        unsafe { &mut (*held.as_ptr()).held.value }
+        &mut held.into_mut().held.value
     }
 
     /// Runs and awaits every pending cleanup, last first, catching every panic.
@@ -704,7 +805,7 @@ async fn await_caught<F: Future + ?Sized>(mut future: Pin<&mut F>) -> Result<F::
 #[cold]
 #[track_caller]
 fn concurrent_registration() -> ! {
-    panic!("two threads registered cleanups on one AsyncScope at the same moment")
+    panic!("two threads used one AsyncScope at the same moment")
 }
 
 /// Hands the futures of a cancelled scope to the runtime if there is one to spawn them on,

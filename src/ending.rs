@@ -74,8 +74,8 @@ impl<'env, const N: usize> Scope<'env, N> {
         let panic = self.arena.run_all_caught_in(&mut context);
         #[cfg(not(feature = "std"))]
         self.arena.run_all_in(&mut context);
-        if let Some(counters) = self.arena.extras_mut().and_then(|e| e.counters.as_mut()) {
-            counters.failed(context.panics, context.errors.len());
+        if let Some(extras) = self.arena.extras_mut() {
+            extras.tracking.failed(context.panics, context.errors.len());
         }
         Drained {
             errors: context.errors,

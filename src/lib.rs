@@ -128,12 +128,15 @@
 //! test suite runs under Miri with both of its borrow models.
 
 #![no_std]
+// `unsafe` lives in `arena` alone, which says why each block is sound.
+#![deny(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+#[allow(unsafe_code)]
 mod arena;
 #[cfg(feature = "std")]
 mod async_scope;
@@ -155,6 +158,7 @@ mod scope;
 mod send_scope;
 mod sites;
 mod stats;
+mod tracking;
 
 #[cfg(feature = "std")]
 pub use async_scope::{AsyncScope, async_scope, try_async_scope};

@@ -43,7 +43,10 @@ pub fn for_each_scoped<'env, I: IntoIterator>(iter: I, f: impl FnMut(&mut Scope<
 ///
 /// Closures already pending in `scope` are set aside for the loop: each iteration sees, runs
 /// and counts against the limit only its own closures, and the earlier ones stay pending,
-/// in their place, until `scope` ends.
+/// in their place, until `scope` ends. Their lines travel with them: a body that starts stats
+/// or a limit puts them down to the line where tracking began. A body that replaces the scope
+/// it is lent (`*s = ...`, `mem::take`, `mem::swap`) gets them back in the replacement, whose
+/// limit, handler and stats apply to them from then on.
 ///
 /// ```
 /// use scoped_defer::{for_each_scoped_in, Scope};

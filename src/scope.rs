@@ -7,15 +7,15 @@ use core::fmt;
 use core::marker::PhantomData;
 use core::mem::ManuallyDrop;
 use core::panic::Location;
-use core::ptr::NonNull;
 
-use crate::arena::Arena;
+use crate::arena::{Arena, Stored};
 use crate::bounds::{CleanupError, CleanupOutput};
 use crate::deferred::{Call, Deferred, Fallible, Held, OnFailure, OnSuccess, Outcome, Plain};
 use crate::error::{BoxError, CleanupErrors, LimitExceeded};
 #[cfg(feature = "std")]
 use crate::guard::__private::PanicState;
-use crate::stats::{Consumed, Counters, Stats};
+use crate::stats::{Consumed, Stats};
+use crate::tracking::{self, Tracked, Tracking};
 
 /// A stack of deferred closures that run in reverse order of registration when the scope ends.
 ///
@@ -120,15 +120,8 @@ static_assertions::const_assert!(
 
 /// Limits, stats, error handling, and the state of fallible and outcome-aware closures.
 pub(crate) struct Extras<'env> {
-    /// Most closures that may be pending at once.
-    pub(crate) limit: Option<usize>,
-    /// Present when the scope was created to track stats.
-    pub(crate) counters: Option<Counters>,
-    /// Where the scope began tracking sites (for stats or a limit): the line that closures
-    /// whose own line is unknown are put down to, when a loop puts them back.
-    tracking_site: Option<&'static Location<'static>>,
-    /// Closures refused by `try_defer` at the limit (registration goes through `&self`).
-    pub(crate) refused: Cell<u64>,
+    /// The limit and stats.
+    pub(crate) tracking: Tracking,
     pub(crate) handler: Option<Box<dyn FnMut(BoxError) + 'env>>,
     /// Whether a pending closure is fallible or outcome-aware, so that drains must give
     /// closures a [`DrainContext`](crate::deferred::DrainContext).
@@ -142,7 +135,7 @@ pub(crate) struct Extras<'env> {
 impl Extras<'_> {
     /// See [`Scope::drains_in_context`].
     fn needs_drain_context(&self) -> bool {
-        self.needs_context.get() || self.counters.is_some()
+        self.needs_context.get() || self.tracking.has_stats()
     }
 
     /// Forgets what the pending closures needed, once they are drained, dismissed or moved.
@@ -154,15 +147,28 @@ impl Extras<'_> {
 
     fn new() -> Self {
         Extras {
-            limit: None,
-            counters: None,
-            tracking_site: None,
-            refused: Cell::new(0),
+            tracking: Tracking::default(),
             handler: None,
             needs_context: Cell::new(false),
             #[cfg(feature = "std")]
             panic_state: Cell::new(None),
         }
+    }
+}
+
+impl Default for Extras<'_> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Tracked for Extras<'_> {
+    fn tracking(&self) -> &Tracking {
+        &self.tracking
+    }
+
+    fn tracking_mut(&mut self) -> &mut Tracking {
+        &mut self.tracking
     }
 }
 
@@ -247,8 +253,7 @@ impl<'env, const N: usize> Scope<'env, N> {
     /// ```
     #[track_caller]
     pub fn set_limit(&mut self, limit: usize) {
-        self.extras_mut().limit = Some(limit);
-        self.track_sites(Location::caller());
+        tracking::set_limit(&mut self.arena, limit, Location::caller());
     }
 
     /// Starts tracking [`stats`](Scope::stats), counting from the closures pending now.
@@ -268,40 +273,12 @@ impl<'env, const N: usize> Scope<'env, N> {
     /// ```
     #[track_caller]
     pub fn track_stats(&mut self) {
-        self.extras_mut()
-            .counters
-            .get_or_insert_with(Counters::default);
-        self.track_sites(Location::caller());
+        tracking::track_stats(&mut self.arena, Location::caller());
     }
 
-    /// Records the line of every closure from now on, for stats or a limit; the closures
-    /// pending whose line is unknown are put down to `site`.
-    fn track_sites(&mut self, site: &'static Location<'static>) {
-        self.extras_mut().tracking_site.get_or_insert(site);
-        self.arena.start_tracking(site);
-    }
-
-    /// Makes sure the storage records every line if the scope needs them: after a loop put
-    /// back closures, or `take` left the scope with new storage.
-    fn keep_tracking(&mut self) {
-        if let Some(site) = self.arena.extras().and_then(|extras| extras.tracking_site) {
-            self.arena.start_tracking(site);
-        }
-    }
-
-    /// Tells the stats, if any, that every pending closure is leaving the scope as `how`, and
-    /// which lines registered them.
+    /// Tells the stats, if any, that every pending closure is leaving the scope as `how`.
     pub(crate) fn count_consumed(&mut self, how: Consumed) {
-        let pending = self.arena.len();
-        let Some(counters) = self.arena.extras_mut().and_then(|e| e.counters.as_mut()) else {
-            return;
-        };
-        let new_high_water = counters.consumed(pending, how);
-        self.arena.visit_lines(|extras, line, count| {
-            if let Some(counters) = &mut extras.counters {
-                counters.consumed_at(line, count, new_high_water);
-            }
-        });
+        tracking::count_consumed(&mut self.arena, how);
     }
 
     /// Sets the handler that receives the errors of failed cleanups when nobody can return
@@ -383,10 +360,10 @@ impl<'env, const N: usize> Scope<'env, N> {
         R: CleanupOutput,
     {
         let site = Location::caller();
-        if at_limit(&self.arena) {
-            return Err(self.refuse(f, site));
+        if !tracking::admit(&self.arena) {
+            return Err(tracking::refuse(&self.arena, f, site));
         }
-        self.arena.push(Plain(f), site, admit, drop);
+        self.arena.push(Plain(f), site, tracking::admit, drop);
         Ok(())
     }
 
@@ -465,11 +442,7 @@ impl<'env, const N: usize> Scope<'env, N> {
         C: FnOnce(T) -> R + 'env,
         R: CleanupOutput,
     {
-        let held = self.push(Plain(Held { value, cleanup }));
-        // SAFETY: `push` stored the `Held` at `held`, where it stays, untouched by the scope,
-        // until a drain consumes it; every drain takes `&mut self`, which cannot happen while
-        // the returned borrow of `self` lives. No other reference to this value exists.
-        unsafe { &mut (*held.as_ptr()).0.value }
+        &mut self.push(Plain(Held { value, cleanup })).into_mut().0.value
     }
 
     /// Like [`hold`](Scope::hold), for a cleanup that can fail: its error is kept like that
@@ -522,9 +495,11 @@ impl<'env, const N: usize> Scope<'env, N> {
         C: FnOnce(T) -> Result<(), E> + 'env,
         E: CleanupError + 'env,
     {
-        let held = self.push_fallible(Held { value, cleanup });
-        // SAFETY: as in `hold`.
-        unsafe { &mut (*held.as_ptr()).call.value }
+        &mut self
+            .push_fallible(Held { value, cleanup })
+            .into_mut()
+            .call
+            .value
     }
 
     /// Registers `f` to run only if the scope fails: inside [`try_scope`](crate::try_scope) or
@@ -590,49 +565,43 @@ impl<'env, const N: usize> Scope<'env, N> {
 
     #[inline]
     #[track_caller]
-    fn push<D: Deferred + 'env>(&self, deferred: D) -> NonNull<D> {
+    fn push<D: Deferred + 'env>(&self, deferred: D) -> Stored<'_, D> {
         self.push_as(deferred, false)
     }
 
     /// Registers `deferred`; past the limit, panics with a message that suggests `try_defer`
-    /// if `deferred` is what `defer` registers. The refused closure is dropped before the
-    /// panic, with its own panic (if its drop panics) caught, so that the message is always
-    /// the limit's.
+    /// if `deferred` is what `defer` registers. The refused closure is dropped first, with its
+    /// own panic (if its drop panics) caught, so that the panic seen is the limit's.
     #[inline]
     #[track_caller]
-    fn push_as<D: Deferred + 'env>(&self, deferred: D, from_defer: bool) -> NonNull<D> {
+    fn push_as<D: Deferred + 'env>(&self, deferred: D, from_defer: bool) -> Stored<'_, D> {
         let site = Location::caller();
-        let mut error = None;
-        let refuse = |refused: D| {
-            // Described while the closure still counts as refused, then dropped.
-            error = Some(self.refuse((), site));
-            drop_refused(refused);
-        };
-        match self.arena.push(deferred, site, admit, refuse) {
+        match self
+            .arena
+            .push(deferred, site, tracking::admit, tracking::drop_refused)
+        {
             Some(stored) => stored,
-            // Here, not in `refuse`, so that the panic points at the caller.
-            None => limit_reached(&error.expect("described when refused"), from_defer),
+            None => self.limit_reached(site, from_defer),
         }
     }
 
-    /// Counts and describes a closure refused at the limit.
+    /// Panics for a closure registered at `site` past the limit.
     #[cold]
     #[inline(never)]
-    fn refuse<F>(&self, closure: F, site: &'static Location<'static>) -> LimitExceeded<F> {
-        let extras = self.arena.extras().expect("only a limit refuses");
-        extras.refused.set(extras.refused.get() + 1);
-        let limit = extras.limit.expect("only a limit refuses");
-        // The most; of equals, the line registered first.
-        let busiest = self
-            .arena
-            .pending_by_line()
-            .into_iter()
-            .reduce(|best, next| if next.1 > best.1 { next } else { best });
-        LimitExceeded::new(closure, limit, site, busiest)
+    #[track_caller]
+    fn limit_reached(&self, site: &'static Location<'static>, from_defer: bool) -> ! {
+        tracking::limit_reached(
+            &tracking::refuse(&self.arena, (), site),
+            if from_defer {
+                "or use try_defer, which hands the closure back"
+            } else {
+                "or compare len() with limit() before registering"
+            },
+        )
     }
 
     #[track_caller]
-    fn push_fallible<K, E>(&self, cleanup: K) -> NonNull<Fallible<K, E>>
+    fn push_fallible<K, E>(&self, cleanup: K) -> Stored<'_, Fallible<K, E>>
     where
         K: Call<Output = Result<(), E>> + 'env,
         E: CleanupError + 'env,
@@ -666,6 +635,7 @@ impl<'env, const N: usize> Scope<'env, N> {
         self.arena.extras_or_insert_with(Extras::new)
     }
 
+    #[cfg_attr(not(feature = "std"), allow(dead_code))]
     fn extras_mut(&mut self) -> &mut Extras<'env> {
         self.extras();
         self.arena.extras_mut().expect("just set")
@@ -740,7 +710,7 @@ impl<'env, const N: usize> Scope<'env, N> {
     /// ```
     #[must_use]
     pub fn limit(&self) -> Option<usize> {
-        self.arena.extras()?.limit
+        tracking::limit(&self.arena)
     }
 
     /// How the scope has been used so far, if it tracks stats (created
@@ -762,14 +732,7 @@ impl<'env, const N: usize> Scope<'env, N> {
     /// ```
     #[must_use]
     pub fn stats(&self) -> Option<Stats> {
-        let extras = self.arena.extras()?;
-        Some(extras.counters.as_ref()?.snapshot(
-            self.len(),
-            &self.arena.pending_by_line(),
-            extras.refused.get(),
-            self.spilled(),
-            self.arena.heap_bytes(),
-        ))
+        tracking::stats(&self.arena)
     }
 
     /// Runs every pending closure now, last registered first. The scope stays usable and keeps
@@ -921,7 +884,7 @@ impl<'env, const N: usize> Scope<'env, N> {
         if let Some(extras) = moved {
             taken.arena.extras_or_insert_with(|| extras);
         }
-        self.keep_tracking();
+        tracking::keep_tracking(&mut self.arena);
         taken
     }
 
@@ -935,47 +898,8 @@ impl<'env, const N: usize> Scope<'env, N> {
         }
         let arena = core::mem::replace(&mut *earlier.arena, Arena::new());
         self.arena.put_back(arena);
-        self.keep_tracking();
+        tracking::keep_tracking(&mut self.arena);
     }
-}
-
-/// Whether the arena may take one more closure. Called on the slow path only: for scopes with
-/// extras or that track sites, and on growth.
-fn admit<const N: usize>(arena: &Arena<'_, N, Extras<'_>>) -> bool {
-    !at_limit(arena)
-}
-
-/// Whether the pending closures have reached the scope's limit.
-fn at_limit<const N: usize>(arena: &Arena<'_, N, Extras<'_>>) -> bool {
-    arena
-        .extras()
-        .and_then(|extras| extras.limit)
-        .is_some_and(|limit| arena.len() >= limit)
-}
-
-/// Panics for a closure past the scope's limit, at the line that registered it.
-#[cold]
-#[inline(never)]
-#[track_caller]
-fn limit_reached(refused: &LimitExceeded<()>, from_defer: bool) -> ! {
-    if from_defer {
-        panic!("{refused}; or use try_defer, which hands the closure back")
-    }
-    panic!("{refused}; or compare len() with limit() before registering")
-}
-
-/// Drops a closure refused at the limit. With `std`, a panic of its drop is caught and
-/// dropped, so that the limit's panic, which names the line that piles up, is the one seen.
-#[cold]
-fn drop_refused<D>(refused: D) {
-    #[cfg(feature = "std")]
-    if let Err(payload) =
-        std::panic::catch_unwind(core::panic::AssertUnwindSafe(move || drop(refused)))
-    {
-        crate::arena::drop_payload(payload);
-    }
-    #[cfg(not(feature = "std"))]
-    drop(refused);
 }
 
 impl<const N: usize> Default for Scope<'_, N> {

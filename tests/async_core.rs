@@ -217,7 +217,7 @@ fn registration_from_two_threads_lands_or_panics() {
                             Ok(()) => landed += 1,
                             Err(payload) => assert_eq!(
                                 *payload.downcast_ref::<&str>().unwrap(),
-                                "two threads registered cleanups on one AsyncScope at the same moment"
+                                "two threads used one AsyncScope at the same moment"
                             ),
                         }
                     }

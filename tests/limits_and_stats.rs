@@ -226,3 +226,86 @@ fn the_limits_panic_names_what_exists_for_each_registration() {
         );
     }
 }
+
+/// `AsyncScope` has the same limits and stats as `Scope`, and the same limit message.
+#[cfg(feature = "std")]
+mod async_scope {
+    use super::*;
+    use scoped_defer::AsyncScope;
+
+    /// Polls a future that never waits.
+    fn block_on<F: std::future::Future>(future: F) -> F::Output {
+        let mut future = std::pin::pin!(future);
+        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+        match future.as_mut().poll(&mut context) {
+            std::task::Poll::Ready(output) => output,
+            std::task::Poll::Pending => panic!("the futures of this test never wait"),
+        }
+    }
+
+    #[test]
+    fn a_limit_refuses_the_cleanup_too_many_and_names_the_line() {
+        quiet_panics();
+        let scope = AsyncScope::with_limit(3);
+        assert_eq!(scope.limit(), Some(3));
+        let pile = line!() + 2;
+        for _ in 0..2 {
+            scope.defer_async(async {});
+        }
+        scope.defer(|| ());
+        let token = std::sync::Arc::new(());
+        let capture = std::sync::Arc::clone(&token);
+        let message = panic_message(|| scope.defer(move || drop(capture))).expect("a panic");
+        let expected = format!(
+            "the scope already holds its limit of 3 pending closures, 2 of them registered at \
+             {}:{pile}:",
+            file!()
+        );
+        assert!(message.starts_with(&expected), "{message}");
+        assert!(
+            message.ends_with("or give the scope a larger limit"),
+            "{message}"
+        );
+        assert_eq!(
+            std::sync::Arc::strong_count(&token),
+            1,
+            "the refused cleanup was dropped unrun"
+        );
+        block_on(scope.finish()).unwrap();
+    }
+
+    /// The stats of an `AsyncScope` describe it while it lives (`finish` consumes it): what
+    /// is pending, from which lines, and what was refused.
+    #[test]
+    fn stats_show_the_pending_cleanups_by_line() {
+        quiet_panics();
+        let mut scope = AsyncScope::new();
+        assert!(scope.stats().is_none());
+        scope.track_stats();
+        scope.set_limit(20);
+        let (sync_line, async_line) = (line!() + 2, line!() + 3);
+        for _ in 0..10 {
+            scope.defer(|| ());
+            scope.defer_async_fallible(async { Err::<(), _>("failed") });
+        }
+        assert!(panic_message(|| scope.defer(|| ())).is_some());
+        let stats = scope.stats().unwrap();
+        assert_eq!(
+            (
+                stats.registered,
+                stats.pending,
+                stats.high_water,
+                stats.refused
+            ),
+            (20, 20, 20, 1)
+        );
+        let lines: Vec<(u32, usize)> = stats
+            .sites()
+            .iter()
+            .map(|site| (site.location.line(), site.pending))
+            .collect();
+        assert_eq!(lines, [(sync_line, 10), (async_line, 10)]);
+        let errors = block_on(scope.finish()).unwrap_err();
+        assert_eq!(errors.len(), 10);
+    }
+}

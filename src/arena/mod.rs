@@ -116,6 +116,34 @@ pub(crate) struct Arena<'env, const N: usize, X> {
 /// A marker invariant in `'env`.
 type Invariant<'env> = Cell<&'env ()>;
 
+/// Where [`Arena::push`] stored a closure: a handle that can lend it out once, for as long as
+/// the arena is borrowed by the registration, which is how `hold` lends its value.
+pub(crate) struct Stored<'a, D> {
+    /// Invariant: a closure that this push stored, which nothing else references and which
+    /// stays in place until a drain, which needs `&mut` of the arena borrowed for `'a`.
+    closure: NonNull<D>,
+    _arena: PhantomData<&'a mut D>,
+}
+
+impl<'a, D> Stored<'a, D> {
+    #[inline(always)]
+    fn new(closure: NonNull<D>) -> Self {
+        Stored {
+            closure,
+            _arena: PhantomData,
+        }
+    }
+
+    /// The stored closure, lent out for as long as the arena is borrowed.
+    #[inline(always)]
+    pub(crate) fn into_mut(self) -> &'a mut D {
+        // SAFETY: by the invariant, the closure stays in place, unread and untouched by the
+        // arena, until a drain, which cannot happen while `'a` lasts; `self` is consumed, so
+        // this is the only reference ever made to it.
+        unsafe { &mut *self.closure.as_ptr() }
+    }
+}
+
 #[cfg(feature = "std")]
 /// What [`Arena::start_last`] did.
 pub(crate) enum Step<'env> {
@@ -163,7 +191,7 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
         site: &'static Location<'static>,
         admit: impl FnOnce(&Self) -> bool,
         refuse: impl FnOnce(D),
-    ) -> Option<NonNull<D>> {
+    ) -> Option<Stored<'_, D>> {
         let used = self.used.get();
         // Inline first, without looking at the heap fields: a scope that stays inline never
         // loads them. A set flag makes `used` fail both tests.
@@ -175,7 +203,7 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
             // SAFETY: `used < N * SLOT`, the size of a field: no overflow. (Telling the
             // compiler lets a caller's drop skip its test for an empty scope.)
             self.used.set(unsafe { used.unchecked_add(SLOT) });
-            return Some(stored);
+            return Some(Stored::new(stored));
         }
         let (slot, used) = if used < self.heap_end.get() {
             // In `current`'s range, where the slot is in bounds.
@@ -196,7 +224,7 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
         // SAFETY: the byte count is below `TRACKING` (see `MAX_PENDING`), `RETAINED` is clear,
         // and the flags above the count only ever stay as they are: no overflow.
         self.used.set(unsafe { used.unchecked_add(SLOT) });
-        Some(stored)
+        Some(Stored::new(stored))
     }
 
     /// Asks `admit`, then finds the first free slot, entering or adding a segment if needed,
@@ -894,8 +922,8 @@ unsafe impl<const N: usize> Send for crate::SendScope<'_, N> {}
 #[cfg(feature = "std")]
 unsafe impl Send for crate::AsyncScope {}
 
-// SAFETY: through `&AsyncScope` only registration is possible, and every registration holds
-// the scope's busy flag (an atomic swap, which panics if another thread holds it) for as long
+// SAFETY: through `&AsyncScope` only registration and reading the limit and stats are
+// possible, and each holds the scope's busy flag (an atomic swap, which panics if another thread holds it) for as long
 // as it touches the arena, so the arena's cells are never accessed by two threads at once.
 // What registration lends out (`hold_async`) is a `Send` value in a slot that never moves and
 // that later registrations do not touch.

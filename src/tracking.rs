@@ -1,0 +1,197 @@
+//! Limits and stats: what a scope that has either keeps besides its closures, and what
+//! registration and the drains do with it. One implementation for [`Scope`] and
+//! [`AsyncScope`], whose extras each hold a [`Tracking`].
+//!
+//! The lines of the pending closures are not here: they live with the closures, in the
+//! arena's storage (see `sites.rs`). What is here describes the scope: its settings and its
+//! history.
+//!
+//! [`Scope`]: crate::Scope
+//! [`AsyncScope`]: crate::AsyncScope
+
+use core::cell::Cell;
+use core::panic::Location;
+
+use crate::arena::Arena;
+use crate::error::LimitExceeded;
+use crate::stats::{Consumed, Counters, Stats};
+
+/// A scope's limit and stats.
+#[derive(Debug, Default)]
+pub(crate) struct Tracking {
+    /// Most closures that may be pending at once.
+    limit: Option<usize>,
+    /// Present when the scope tracks stats.
+    counters: Option<Counters>,
+    /// Where the scope began tracking (for stats or a limit): the line that closures whose
+    /// own line is unknown are put down to, when a loop puts them back.
+    started_at: Option<&'static Location<'static>>,
+    /// Closures refused at the limit (counted through `&self`, by registration).
+    refused: Cell<u64>,
+}
+
+impl Tracking {
+    /// Whether the scope tracks stats.
+    pub(crate) fn has_stats(&self) -> bool {
+        self.counters.is_some()
+    }
+
+    /// Counts panics and errors of closures that a drain ran.
+    pub(crate) fn failed(&mut self, panics: usize, errors: usize) {
+        if let Some(counters) = &mut self.counters {
+            counters.failed(panics, errors);
+        }
+    }
+}
+
+/// The extras of a scope that can have a limit and stats.
+pub(crate) trait Tracked: Default {
+    fn tracking(&self) -> &Tracking;
+    fn tracking_mut(&mut self) -> &mut Tracking;
+}
+
+impl Tracked for Tracking {
+    fn tracking(&self) -> &Tracking {
+        self
+    }
+
+    fn tracking_mut(&mut self) -> &mut Tracking {
+        self
+    }
+}
+
+/// The tracking of `arena`'s scope, created if it has no extras yet.
+fn tracking_mut<'a, const N: usize, X: Tracked>(
+    arena: &'a mut Arena<'_, N, X>,
+) -> &'a mut Tracking {
+    arena.extras_or_insert_with(X::default);
+    arena.extras_mut().expect("just set").tracking_mut()
+}
+
+/// Caps the pending closures at `limit`; `site` is where tracking began if it had not.
+pub(crate) fn set_limit<const N: usize, X: Tracked>(
+    arena: &mut Arena<'_, N, X>,
+    limit: usize,
+    site: &'static Location<'static>,
+) {
+    tracking_mut(arena).limit = Some(limit);
+    track_sites(arena, site);
+}
+
+/// Starts tracking stats; `site` is where tracking began if it had not.
+pub(crate) fn track_stats<const N: usize, X: Tracked>(
+    arena: &mut Arena<'_, N, X>,
+    site: &'static Location<'static>,
+) {
+    tracking_mut(arena)
+        .counters
+        .get_or_insert_with(Counters::default);
+    track_sites(arena, site);
+}
+
+/// Records the line of every closure from now on; the closures pending whose line is unknown
+/// are put down to `site`.
+fn track_sites<const N: usize, X: Tracked>(
+    arena: &mut Arena<'_, N, X>,
+    site: &'static Location<'static>,
+) {
+    tracking_mut(arena).started_at.get_or_insert(site);
+    arena.start_tracking(site);
+}
+
+/// Makes sure the storage records every line if the scope needs them: after a loop put back
+/// closures, or `take` left the scope with new storage.
+pub(crate) fn keep_tracking<const N: usize, X: Tracked>(arena: &mut Arena<'_, N, X>) {
+    if let Some(site) = arena
+        .extras()
+        .and_then(|extras| extras.tracking().started_at)
+    {
+        arena.start_tracking(site);
+    }
+}
+
+/// The limit, if any.
+pub(crate) fn limit<const N: usize, X: Tracked>(arena: &Arena<'_, N, X>) -> Option<usize> {
+    arena.extras()?.tracking().limit
+}
+
+/// Whether the arena may take one more closure. Called on the slow path only: for scopes
+/// with extras or that track sites, and on growth.
+pub(crate) fn admit<const N: usize, X: Tracked>(arena: &Arena<'_, N, X>) -> bool {
+    limit(arena).is_none_or(|limit| arena.len() < limit)
+}
+
+/// Counts and describes a closure registered at `site` and refused at the limit.
+#[cold]
+#[inline(never)]
+pub(crate) fn refuse<F, const N: usize, X: Tracked>(
+    arena: &Arena<'_, N, X>,
+    closure: F,
+    site: &'static Location<'static>,
+) -> LimitExceeded<F> {
+    let tracking = arena.extras().expect("only a limit refuses").tracking();
+    tracking.refused.set(tracking.refused.get() + 1);
+    let limit = tracking.limit.expect("only a limit refuses");
+    // The most; of equals, the line registered first.
+    let busiest = arena
+        .pending_by_line()
+        .into_iter()
+        .reduce(|best, next| if next.1 > best.1 { next } else { best });
+    LimitExceeded::new(closure, limit, site, busiest)
+}
+
+/// Panics for a closure past the scope's limit, at the line that registered it, with `advice`
+/// on what to do instead.
+#[cold]
+#[inline(never)]
+#[track_caller]
+pub(crate) fn limit_reached(refused: &LimitExceeded<()>, advice: &str) -> ! {
+    panic!("{refused}; {advice}")
+}
+
+/// Tells the stats, if any, that every pending closure is leaving the scope as `how`, and
+/// which lines registered them.
+pub(crate) fn count_consumed<const N: usize, X: Tracked>(
+    arena: &mut Arena<'_, N, X>,
+    how: Consumed,
+) {
+    let pending = arena.len();
+    let Some(counters) = arena
+        .extras_mut()
+        .and_then(|extras| extras.tracking_mut().counters.as_mut())
+    else {
+        return;
+    };
+    let new_high_water = counters.consumed(pending, how);
+    arena.visit_lines(|extras, line, count| {
+        if let Some(counters) = &mut extras.tracking_mut().counters {
+            counters.consumed_at(line, count, new_high_water);
+        }
+    });
+}
+
+/// The stats, if the scope tracks them.
+pub(crate) fn stats<const N: usize, X: Tracked>(arena: &Arena<'_, N, X>) -> Option<Stats> {
+    let tracking = arena.extras()?.tracking();
+    Some(tracking.counters.as_ref()?.snapshot(
+        arena.len(),
+        &arena.pending_by_line(),
+        tracking.refused.get(),
+        arena.spilled(),
+        arena.heap_bytes(),
+    ))
+}
+
+/// Drops a closure refused at the limit. With `std`, a panic of its drop is caught and
+/// dropped, so that the limit's panic, which names the line that piles up, is the one seen.
+#[cold]
+pub(crate) fn drop_refused<D>(refused: D) {
+    #[cfg(feature = "std")]
+    if let Err(payload) =
+        std::panic::catch_unwind(core::panic::AssertUnwindSafe(move || drop(refused)))
+    {
+        crate::arena::drop_payload(payload);
+    }
+    #[cfg(not(feature = "std"))]
+    drop(refused);
+}
