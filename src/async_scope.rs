@@ -1,7 +1,6 @@
 //! [`AsyncScope`]: cleanups that are awaited, last registered first, on every exit.
 
 use alloc::boxed::Box;
-use alloc::string::ToString;
 use alloc::vec::Vec;
 use core::future::{Future, poll_fn};
 use core::marker::PhantomData;
@@ -16,6 +15,7 @@ use crate::bounds::{CleanupError, CleanupOutput};
 use crate::deferred::{Call, CleanupFuture, Deferred, DrainContext, Held, Outcome, Plain, Started};
 use crate::ending::{combine, unreported};
 use crate::error::{BoxError, CleanupErrors, ScopeError};
+use crate::report::{self, ReportKind};
 use crate::stats::Stats;
 use crate::tracking::{self, Tracking};
 
@@ -78,7 +78,7 @@ const INLINE: usize = 8;
 /// | pending cleanup | with the `tokio` feature, inside a tokio runtime | otherwise |
 /// |---|---|---|
 /// | sync closure ([`defer`](AsyncScope::defer)) | runs at once, in order | runs at once, in order |
-/// | async cleanup, including the one being awaited | spawned with the others as one task that awaits them last first; its errors and panics are printed on standard error | dropped without being awaited, and reported on standard error with the line that registered it |
+/// | async cleanup, including the one being awaited | spawned with the others as one task that awaits them last first; its errors and panics are [reported](crate::report), and so are the futures a runtime shutdown keeps it from finishing | dropped without being awaited, and [reported](crate::report) with the line that registered it (naming the `tokio` feature if it is missing) |
 ///
 /// A cancelled scope counts as failed: [`defer_async_on_error`](AsyncScope::defer_async_on_error)
 /// cleanups are among those run or spawned.
@@ -416,7 +416,7 @@ impl AsyncScope {
     /// # Panics
     ///
     /// With the first panic of a cleanup, once every other cleanup has ended (their errors are
-    /// then printed on standard error).
+    /// then [reported](crate::report)).
     pub async fn finish(mut self) -> Result<(), CleanupErrors> {
         let drained = self.drain(Outcome::Success).await;
         drained.into_result()
@@ -487,8 +487,7 @@ impl AsyncScope {
             match await_caught(in_flight.future.as_mut()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(error)) => {
-                    context.first_error_site.get_or_insert(site);
-                    context.errors.push(error);
+                    context.record_error(site, error);
                 }
                 Err(payload) => record_panic(&mut context, &mut panic, payload),
             }
@@ -603,7 +602,7 @@ pub async fn async_scope<R>(body: impl AsyncFnOnce(&AsyncScope) -> R) -> R {
     let drained = scope.drain(outcome).await;
     match result {
         Ok(value) => {
-            let site = drained.context.first_error_site;
+            let site = drained.context.error_sites.first().copied();
             if let Err(errors) = drained.into_result() {
                 unreported(&errors, site.expect("a failed cleanup records its site"));
             }
@@ -756,34 +755,29 @@ struct Drained {
 }
 
 impl Drained {
-    /// The errors, after resuming the first panic, if any (the errors are printed then).
+    /// The errors, after resuming the first panic, if any (the errors are reported then).
     fn into_result(self) -> Result<(), CleanupErrors> {
         let Drained { context, panic } = self;
         if let Some(payload) = panic {
-            print_lost(&context, "a cleanup panicked");
+            report_lost(&context);
             resume_unwind(payload);
         }
         CleanupErrors::from_vec(context.errors).map_or(Ok(()), Err)
     }
 
-    /// For a body that panicked: the body's panic wins, the rest is printed or dropped.
+    /// For a body that panicked: the body's panic wins, the rest is reported or dropped.
     fn settle_while_unwinding(self) {
-        print_lost(&self.context, "the body panicked");
+        report_lost(&self.context);
         if let Some(payload) = self.panic {
             drop_payload(payload);
         }
     }
 }
 
-/// Prints errors that a panic keeps from being returned.
-fn print_lost(context: &DrainContext, why: &str) {
-    if let Some(site) = context.first_error_site {
-        let errors = context.errors.iter().map(ToString::to_string);
-        let errors: Vec<_> = errors.collect();
-        std::eprintln!(
-            "scoped-defer: async cleanup errors lost because {why}: {} (first registered at {site})",
-            errors.join("; ")
-        );
+/// Reports each error that a panic keeps from being returned.
+fn report_lost(context: &DrainContext) {
+    for (error, &site) in context.errors.iter().zip(&context.error_sites) {
+        report::send(ReportKind::ErrorLostToPanic, site, Some(&**error));
     }
 }
 
@@ -815,22 +809,25 @@ fn concurrent_registration() -> ! {
 }
 
 /// Hands the futures of a cancelled scope to the runtime if there is one to spawn them on,
-/// else reports and drops them.
+/// else reports and drops them, saying what would have awaited them.
 fn detach(futures: Vec<Started<'static>>) {
     #[cfg(feature = "tokio")]
     if tokio::runtime::Handle::try_current().is_ok() {
         return spawn_detached(futures);
     }
-    abandon(futures);
+    let why = if cfg!(feature = "tokio") {
+        ReportKind::NotAwaitedOutsideRuntime
+    } else {
+        ReportKind::NotAwaitedWithoutTokio
+    };
+    abandon(futures, why);
 }
 
-/// Reports futures that nobody will await, last first, with where each was registered.
-fn abandon(futures: Vec<Started<'_>>) {
+/// Reports futures that nobody will await, in order, with where each was registered, and
+/// drops them (catching their panics).
+fn abandon(futures: impl IntoIterator<Item = Started<'static>>, why: ReportKind) {
     for Started { future, site } in futures {
-        std::eprintln!(
-            "scoped-defer: the async cleanup registered at {site} was dropped without being \
-             awaited: its AsyncScope was cancelled (dropped before it ended)"
-        );
+        report::send(why, site, None);
         if let Err(payload) = catch_unwind(AssertUnwindSafe(|| drop(future))) {
             drop_payload(payload);
         }
@@ -841,31 +838,41 @@ fn abandon(futures: Vec<Started<'_>>) {
 /// order, reporting what fails, since nobody is left to return it to.
 #[cfg(feature = "tokio")]
 fn spawn_detached(futures: Vec<Started<'static>>) {
-    /// Reports the futures not yet awaited if the task itself is dropped (a runtime shutting
-    /// down), so that none is lost in silence.
-    struct Detached(alloc::collections::VecDeque<Started<'static>>);
+    /// The task's futures, kept where its drop sees them: if the task itself is dropped (a
+    /// runtime shutting down), the one being awaited and those not yet started are reported,
+    /// so that none is lost in silence.
+    struct Detached {
+        in_flight: Option<Started<'static>>,
+        queued: alloc::collections::VecDeque<Started<'static>>,
+    }
 
     impl Drop for Detached {
         fn drop(&mut self) {
-            abandon(self.0.drain(..).collect());
+            abandon(self.in_flight.take(), ReportKind::InterruptedAtShutdown);
+            abandon(self.queued.drain(..), ReportKind::NotAwaitedAtShutdown);
         }
     }
 
-    let mut detached = Detached(futures.into());
+    let mut detached = Detached {
+        in_flight: None,
+        queued: futures.into(),
+    };
     tokio::spawn(async move {
-        while let Some(Started { mut future, site }) = detached.0.pop_front() {
-            match await_caught(future.as_mut()).await {
+        while let Some(started) = detached.queued.pop_front() {
+            let site = started.site;
+            let in_flight = detached.in_flight.insert(started);
+            let awaited = await_caught(in_flight.future.as_mut()).await;
+            // Completed: the wrapper of `push_future` or `HeldAsync::start` has dropped the
+            // cleanup's own future, inside the caught poll.
+            detached.in_flight = None;
+            match awaited {
                 Ok(Ok(())) => {}
-                Ok(Err(error)) => std::eprintln!(
-                    "scoped-defer: the async cleanup registered at {site} failed after its \
-                     scope was cancelled: {error}"
-                ),
+                Ok(Err(error)) => {
+                    report::send(ReportKind::FailedAfterCancel, site, Some(&*error));
+                }
                 Err(payload) => {
-                    std::eprintln!(
-                        "scoped-defer: the async cleanup registered at {site} panicked after \
-                         its scope was cancelled"
-                    );
                     drop_payload(payload);
+                    report::send(ReportKind::PanickedAfterCancel, site, None);
                 }
             }
         }

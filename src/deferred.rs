@@ -45,8 +45,9 @@ pub(crate) struct DrainContext {
     pub(crate) outcome: Outcome,
     /// Errors of fallible closures, in the order they happened.
     pub(crate) errors: Vec<BoxError>,
-    /// Where the closure of the first error was registered.
-    pub(crate) first_error_site: Option<&'static Location<'static>>,
+    /// Where the closure of each error was registered, in step with `errors`: a report of an
+    /// error that nothing can return names its own line.
+    pub(crate) error_sites: Vec<&'static Location<'static>>,
     /// Closures that panicked so far.
     pub(crate) panics: usize,
 }
@@ -56,7 +57,7 @@ impl DrainContext {
         DrainContext {
             outcome,
             errors: Vec::new(),
-            first_error_site: None,
+            error_sites: Vec::new(),
             panics: 0,
         }
     }
@@ -66,6 +67,12 @@ impl DrainContext {
     /// agree on this rule.
     pub(crate) fn failed(&self) -> bool {
         self.outcome == Outcome::Failure || self.panics > 0 || !self.errors.is_empty()
+    }
+
+    /// Keeps the error of the cleanup registered at `site`.
+    pub(crate) fn record_error(&mut self, site: &'static Location<'static>, error: BoxError) {
+        self.error_sites.push(site);
+        self.errors.push(error);
     }
 }
 
@@ -171,8 +178,7 @@ where
 
     fn run_in(self, context: &mut DrainContext) {
         if let Err(error) = self.call.call() {
-            context.first_error_site.get_or_insert(self.site);
-            context.errors.push(error.into());
+            context.record_error(self.site, error.into());
         }
     }
 }

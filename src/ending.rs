@@ -10,14 +10,16 @@ use crate::deferred::{DrainContext, Outcome};
 use crate::error::{BoxError, CleanupErrors, ScopeError};
 #[cfg(feature = "std")]
 use crate::guard::__private::PanicState;
+#[cfg(feature = "std")]
+use crate::report::ReportKind;
 use crate::scope::Scope;
 use crate::stats::Consumed;
 
 /// What a drain with context left behind.
 pub(crate) struct Drained {
     errors: Vec<BoxError>,
-    /// Where the closure of the first error was registered.
-    first_error_site: Option<&'static Location<'static>>,
+    /// Where the closure of each error was registered.
+    error_sites: Vec<&'static Location<'static>>,
     /// The first panic of a closure, caught so that the errors can be delivered first.
     #[cfg(feature = "std")]
     panic: Option<Payload>,
@@ -25,7 +27,7 @@ pub(crate) struct Drained {
 
 impl<'env, const N: usize> Scope<'env, N> {
     /// Runs every closure with the given outcome and returns the errors; the first panic of a
-    /// closure resumes after the errors are delivered to the handler (or printed).
+    /// closure resumes after the errors are delivered to the handler (or reported).
     pub(crate) fn end_with(&mut self, outcome: Outcome) -> Result<(), CleanupErrors> {
         if !self.drains_in_context() {
             self.arena.run_all();
@@ -77,7 +79,7 @@ impl<'env, const N: usize> Scope<'env, N> {
         }
         Drained {
             errors: context.errors,
-            first_error_site: context.first_error_site,
+            error_sites: context.error_sites,
             #[cfg(feature = "std")]
             panic,
         }
@@ -132,13 +134,13 @@ impl<'env, const N: usize> Scope<'env, N> {
     }
 
     /// Hands errors to the handler, catching its panics (the first is returned) so that every
-    /// error is handed over. Without a handler: panics if `may_panic`, else prints them (with
-    /// `std`) so that they are not lost in silence.
+    /// error is handed over. Without a handler: panics if `may_panic`, else reports each one
+    /// (with `std`) so that none is lost in silence.
     #[track_caller]
     fn report(&mut self, drained: Drained, may_panic: bool) -> Option<Handed> {
         let Drained {
             errors,
-            first_error_site,
+            error_sites,
             ..
         } = drained;
         if errors.is_empty() {
@@ -147,15 +149,14 @@ impl<'env, const N: usize> Scope<'env, N> {
         if let Some(handler) = self.arena.extras_mut().and_then(|e| e.handler.as_mut()) {
             return hand_over(handler, errors);
         }
-        let errors = CleanupErrors::from_vec(errors).expect("not empty");
-        let site = first_error_site.expect("a failed cleanup records where it was registered");
         if may_panic {
-            unreported(&errors, site);
+            let site = error_sites[0];
+            unreported(&CleanupErrors::from_vec(errors).expect("not empty"), site);
         }
         #[cfg(feature = "std")]
-        std::eprintln!(
-            "scoped-defer: {errors} (registered at {site}), while the thread was already panicking"
-        );
+        for (error, site) in errors.iter().zip(error_sites) {
+            crate::report::send(ReportKind::ErrorLostToPanic, site, Some(&**error));
+        }
         None
     }
 }
@@ -196,13 +197,66 @@ fn hand_over(handler: &mut dyn FnMut(BoxError), errors: Vec<BoxError>) -> Option
 #[inline(never)]
 #[track_caller]
 pub(crate) fn unreported(errors: &CleanupErrors, site: &Location<'_>) -> ! {
+    // Formatted here, where a panicking `Display` can be caught: inside the panic hook, it
+    // would abort the process.
+    #[cfg(feature = "std")]
+    let errors = describe(errors);
     panic!(
         "{errors} (registered at {site}), and nothing could return the error: give the scope a \
          handler with set_error_handler, or end it with finish() or try_scope"
     )
 }
 
+/// `errors` as their `Display` shows them, each message formatted under `catch_unwind`: one
+/// whose `Display` panics is replaced by a note.
+#[cfg(feature = "std")]
+fn describe(errors: &CleanupErrors) -> alloc::string::String {
+    use core::fmt::Write;
+    let mut text = alloc::string::String::new();
+    if errors.len() == 1 {
+        text.push_str("cleanup failed: ");
+    } else {
+        let _ = write!(text, "{} cleanups failed: ", errors.len());
+    }
+    for (i, error) in errors.iter().enumerate() {
+        if i > 0 {
+            text.push_str("; ");
+        }
+        let message = crate::report::message_of(error);
+        text.push_str(
+            message
+                .as_deref()
+                .unwrap_or("(the error's Display panicked)"),
+        );
+    }
+    text
+}
+
 impl<const N: usize> Scope<'_, N> {
+    /// Frees the storage of a dropped scope. The error handler is dropped first, on its own,
+    /// catching a panic of its captures: freed with the rest during an unwind (the drop of a
+    /// scope whose cleanup panicked), it would abort the process. That panic resumes once the
+    /// storage is freed, unless the thread is already unwinding.
+    pub(crate) fn release_on_drop(&mut self) {
+        #[cfg(feature = "std")]
+        let handler_panic = self
+            .arena
+            .extras_mut()
+            .and_then(|extras| extras.handler.take())
+            .and_then(|handler| {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(handler))).err()
+            });
+        self.arena.release();
+        #[cfg(feature = "std")]
+        if let Some(payload) = handler_panic {
+            if std::thread::panicking() {
+                drop_payload(payload);
+            } else {
+                std::panic::resume_unwind(payload);
+            }
+        }
+    }
+
     #[cold]
     #[inline(never)]
     pub(crate) fn drop_with_extras(&mut self) {

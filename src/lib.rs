@@ -79,6 +79,8 @@
 //!   registered first, on every exit ([`defer_async`](AsyncScope::defer_async),
 //!   [`hold_async`](AsyncScope::hold_async)), on any executor; what a cancelled scope does
 //!   with them is in one table under [`AsyncScope`].
+//! - [`report`]: where what cannot be returned goes (an error lost to a panic, the async
+//!   cleanups of a cancelled scope): a hook, set like `std::panic::set_hook` (`std` feature).
 //! - With the `rayon` feature, `par_for_each_scoped`, `par_try_for_each_scoped` and
 //!   `ParallelIteratorExt`: Go's `errgroup`, with a scope per item on the worker that runs it.
 //!
@@ -96,6 +98,9 @@
 //! - An outcome-aware cleanup sees the outcome as it stands when it runs: the body's result,
 //!   or a panic or error of a cleanup that ran before it.
 //! - The error of a failed cleanup is returned, handed to a handler, or raised: never dropped.
+//!   What cannot be returned (an error lost to a panic, the async cleanups of a cancelled
+//!   scope) is [reported](report) to a hook the application can set; reporting never panics or
+//!   aborts, whatever standard error is and whatever the user code it calls does (`std`).
 //!
 //! # Crate features
 //!
@@ -107,6 +112,10 @@
 //! - `rayon`: parallel scoped loops on rayon's pools. Adds the `rayon` dependency.
 //! - `tokio`: a cancelled [`async_scope`] spawns its pending async cleanups on the current
 //!   tokio runtime instead of dropping them. Adds the `tokio` dependency (its `rt` feature).
+//! - `tracing`: the default [report hook](report) emits each report of what the crate cannot
+//!   return as a `tracing` `error!` event with structured fields (`kind`, `site`, `error`)
+//!   when a subscriber is set, instead of writing it to standard error. Adds the `tracing`
+//!   dependency (without its default features).
 //!
 //! # Minimum supported Rust version
 //!
@@ -143,6 +152,8 @@ mod loops;
 mod parallel;
 #[cfg(feature = "std")]
 pub mod profile;
+#[cfg(feature = "std")]
+pub mod report;
 mod scope;
 mod send_scope;
 mod sites;

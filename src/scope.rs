@@ -284,8 +284,8 @@ impl<'env, const N: usize> Scope<'env, N> {
     /// Sets the handler that receives the errors of failed cleanups when nobody can return
     /// them: when the scope is dropped, and from [`run_now`](Scope::run_now). Without a
     /// handler, such errors make the scope panic once all its closures have run (or, if the
-    /// thread is already panicking, are printed to standard error), so they are never lost
-    /// in silence. [`finish`](Scope::finish) and [`try_scope`](crate::try_scope) return errors
+    /// thread is already panicking, are [reported](crate::report)), so they are never lost in
+    /// silence. [`finish`](Scope::finish) and [`try_scope`](crate::try_scope) return errors
     /// instead.
     ///
     /// A handler that panics is treated like a cleanup that panics: the panic resumes once
@@ -931,7 +931,7 @@ impl<const N: usize> Scope<'_, N> {
     #[inline(never)]
     fn drop_slow(&mut self) {
         // The storage is released however the closures end.
-        let mut this = scopeguard::guard(self, |scope| scope.arena.release());
+        let mut this = scopeguard::guard(self, |scope| scope.release_on_drop());
         this.drain_on_drop();
     }
 
