@@ -200,7 +200,7 @@ fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
     let (leaky, leaky_report) = run(handle_leaky)?;
     let (fixed, fixed_report) = run(handle_fixed)?;
 
-    println!("Pending cleanups in profiled scopes after each item:");
+    println!("Pending cleanups in the profile after each item:");
     print!(
         "{}",
         text_chart(
