@@ -330,16 +330,32 @@ impl fmt::Display for Profile {
     }
 }
 
+impl Entry {
+    /// The count, in units of the weight.
+    #[cfg(test)]
+    pub(crate) fn pending(&self) -> isize {
+        self.pending.load(Ordering::Relaxed)
+    }
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use core::panic::Location;
+    use std::sync::{Mutex, MutexGuard, PoisonError};
 
     use super::{entry, gap, report};
+
+    /// Serialises the unit tests that count in the profile or turn it on: it is global.
+    pub(crate) fn exclusive() -> MutexGuard<'static, ()> {
+        static PROFILE: Mutex<()> = Mutex::new(());
+        PROFILE.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 
     /// One line can have two `Location`s at two addresses (one per codegen unit); the report
     /// shows it once. The only test of this binary that touches the table.
     #[test]
     fn a_line_with_two_addresses_is_reported_once() {
+        let _profile = exclusive();
         // Two statics with one value: one line at two addresses.
         static HERE: Location<'static> = *Location::caller();
         static COPY: Location<'static> = HERE;

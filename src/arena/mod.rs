@@ -1030,4 +1030,108 @@ mod tests {
         arena.extras_or_insert_with(|| ());
         assert!(!arena.is_unused(), "extras");
     }
+
+    /// The short paths of registration: they send a registration down the general path
+    /// whenever they answer `None`, so only their answers are checked here.
+    #[cfg(feature = "std")]
+    mod short_paths {
+        use core::panic::Location;
+        use core::ptr::NonNull;
+
+        use super::super::{Arena, SLOT, Slot};
+        use crate::deferred::Plain;
+
+        /// Registers a plain closure at `site`, as a scope does.
+        fn register<const N: usize>(
+            arena: &Arena<'static, N, ()>,
+            site: &'static Location<'static>,
+        ) {
+            let _ = arena.push(Plain(|| ()), site, |_| true, drop);
+        }
+
+        /// The slot of index `index`, inline or in `current`.
+        fn slot_at<const N: usize>(arena: &Arena<'static, N, ()>, index: usize) -> *mut Slot {
+            if index < N {
+                arena.inline_slots().wrapping_add(index)
+            } else {
+                arena.heap_base().wrapping_byte_add(index * SLOT)
+            }
+        }
+
+        /// The tracked short path gives the next free slot exactly when registering needs nothing
+        /// else: tracking, no segment to enter, the line of the last run, the profile off.
+        #[test]
+        fn tracked_slot_is_the_next_free_slot_when_nothing_else_is_needed() {
+            let _profile = crate::profile::tests::exclusive();
+            let (here, other) = (Location::caller(), Location::caller());
+            let mut arena = Arena::<'static, 8, ()>::new();
+            register(&arena, here);
+            assert!(arena.tracked_slot(here).is_none(), "not tracking");
+            arena.start_tracking(here);
+            assert_eq!(arena.tracked_slot(here), NonNull::new(slot_at(&arena, 1)));
+            assert!(arena.tracked_slot(other).is_none(), "another line");
+            for _ in 1..8 {
+                register(&arena, here);
+            }
+            assert!(arena.tracked_slot(here).is_none(), "a segment to add");
+            register(&arena, here);
+            assert_eq!(arena.tracked_slot(here), NonNull::new(slot_at(&arena, 9)));
+            arena.run_all();
+            assert!(
+                arena.tracked_slot(here).is_none(),
+                "segments kept: the slow path clears it"
+            );
+            register(&arena, other);
+            register(&arena, here);
+            // Inline again, with a segment kept: an inline slot, not one past the segment's base.
+            assert_eq!(arena.tracked_slot(here), NonNull::new(slot_at(&arena, 2)));
+            crate::profile::enable();
+            assert!(
+                arena.tracked_slot(here).is_none(),
+                "the profile may count it"
+            );
+            crate::profile::disable();
+            arena.run_all();
+        }
+
+        /// The exact profile's short path gives the next free slot of a counted pile-up, and
+        /// counts it; otherwise nothing.
+        #[test]
+        fn counted_slot_is_the_next_counted_slot_of_the_last_line() {
+            let _profile = crate::profile::tests::exclusive();
+            let (here, other) = (Location::caller(), Location::caller());
+            let arena = Arena::<'static, 2, ()>::new();
+            register(&arena, here);
+            register(&arena, here);
+            crate::profile::enable();
+            assert!(arena.counted_slot(here).is_none(), "inline");
+            register(&arena, here); // spills: counting begins, slots 0 to 2 counted
+            let entry = crate::profile::entry(here, 1);
+            let counted = entry.pending();
+            assert!(arena.counted_slot(other).is_none(), "another line");
+            crate::profile::enable_sampled(2);
+            assert!(arena.counted_slot(here).is_none(), "sampled");
+            crate::profile::enable();
+            assert_eq!(entry.pending(), counted, "no answer, no count");
+            let slot = arena
+                .counted_slot(here)
+                .expect("the next slot of the pile-up");
+            assert_eq!(slot.as_ptr(), slot_at(&arena, 3));
+            assert_eq!(entry.pending(), counted + 1);
+            // Complete the registration as `push` does, and check the fast path stops at the next.
+            // SAFETY: the free slot the short path returned.
+            unsafe { Slot::write(slot.as_ptr(), Plain(|| ())) };
+            arena.used.set(arena.used.get() + SLOT);
+            assert_eq!(arena.heap_end.get(), 4 * SLOT);
+            crate::profile::disable();
+            assert!(arena.counted_slot(here).is_none(), "the profile is off");
+            let mut arena = arena;
+            arena.run_all();
+            assert_eq!(
+                entry.pending(),
+                0,
+                "the four counted slots left with the drain"
+            );
+        }
+    }
 }
