@@ -284,12 +284,12 @@ fn a_replaced_loop_scope_leaves_no_count_behind() {
 fn a_sampled_profile_estimates_within_its_error() {
     let _profile = PROFILE.lock().unwrap_or_else(|e| e.into_inner());
     // The relative standard error is sqrt(period / pending): 5.7% for the pile-up, 18% for
-    // the smaller line. The bounds are five standard errors wide: a false failure is rarer
-    // than one run in a million.
+    // the smaller line at the default period. The bounds are five standard errors wide: a
+    // false failure is rarer than one run in a million.
     let (period, pile, small) = if cfg!(miri) {
         (16, 4_000, 400)
     } else {
-        (profile::DEFAULT_SAMPLE_PERIOD, 20_000, 2_000)
+        (profile::DEFAULT_SAMPLE_PERIOD, 40_000, 4_000)
     };
     profile::enable_sampled(period);
     let scope = Scope::new();
