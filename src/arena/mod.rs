@@ -208,6 +208,13 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
         let (slot, used) = if used < self.heap_end.get() {
             // In `current`'s range, where the slot is in bounds.
             (self.heap_base().wrapping_byte_add(used), used)
+        } else if let Some(slot) = (used & TRACKING == 0)
+            .then(|| self.counted_slot_cold(site))
+            .flatten()
+        {
+            // A pile-up under the exact profile (which no limit can refuse: a limited scope
+            // tracks, and takes the slow path).
+            (slot.as_ptr(), self.used.get())
         } else {
             // The slow path hands back the length it leaves, so that a caller registering in
             // a loop keeps it in a register rather than reading it back.
@@ -243,10 +250,6 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
         // `RETAINED` is clear on both short paths: the slot is in `current`, or inline with
         // no segment kept or slots pending.
         if let Some(slot) = self.tracked_slot(site) {
-            return Some((slot, self.used.get()));
-        }
-        #[cfg(feature = "std")]
-        if let Some(slot) = self.counted_slot(site) {
             return Some((slot, self.used.get()));
         }
         let count = self.len();
@@ -316,6 +319,20 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
         self.heap_end.set(end.min(bytes + SLOT));
         // SAFETY: `bytes` is in `current`'s range (tested above), which is never null.
         Some(unsafe { NonNull::new_unchecked(self.heap_base().wrapping_byte_add(bytes)) })
+    }
+
+    /// [`Arena::counted_slot`], out of line: a registration that leaves the fast path tries
+    /// it before the slow path, which would do the same at greater length.
+    #[cold]
+    #[inline(never)]
+    fn counted_slot_cold(&self, site: &'static Location<'static>) -> Option<NonNull<Slot>> {
+        #[cfg(feature = "std")]
+        return self.counted_slot(site);
+        #[cfg(not(feature = "std"))]
+        {
+            let _ = site;
+            None
+        }
     }
 
     /// The slot of index `count`, the first free one, entering the next segment (or adding
