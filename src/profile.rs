@@ -394,13 +394,19 @@ pub(crate) mod tests {
 
     /// The gaps are geometric with the period as their mean.
     #[test]
-    fn gaps_average_the_period() {
+    fn gaps_are_geometric_with_the_period_as_their_mean() {
         assert_eq!(gap(1), 1);
         let draws = if cfg!(miri) { 2_000 } else { 100_000 };
-        let total: usize = (0..draws).map(|_| gap(64)).sum();
-        let mean = total as f64 / draws as f64;
+        let gaps: alloc::vec::Vec<f64> = (0..draws).map(|_| gap(64) as f64).collect();
+        let mean = gaps.iter().sum::<f64>() / draws as f64;
         // The standard error of the mean is 64 / sqrt(draws): at most 1.5 here.
         assert!((mean - 64.0).abs() < 8.0, "{mean}");
+        // A geometric variance, k (k - 1), within 25% (several standard errors), and the
+        // right share of gaps of one: a generator that repeats itself or stops mixing fails.
+        let variance = gaps.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / draws as f64;
+        assert!((variance / (64.0 * 63.0) - 1.0).abs() < 0.25, "{variance}");
+        let ones = gaps.iter().filter(|&&g| g == 1.0).count() as f64 / draws as f64;
+        assert!((ones * 64.0 - 1.0).abs() < 0.5, "{ones}");
         assert!((0..1000).all(|_| gap(2) >= 1));
     }
 }

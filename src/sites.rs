@@ -476,6 +476,29 @@ mod tests {
         assert_eq!(sites.by_line(2), [(a, 1), (b, 1)]);
     }
 
+    /// A record at the start of an empty run (left by the profile's `close`) takes it over,
+    /// and merges with the run before if that has the same line: no two neighbouring runs
+    /// have one site.
+    #[cfg(feature = "std")]
+    #[test]
+    fn an_empty_run_taken_over_merges_with_its_neighbour() {
+        let (a, b) = (Location::caller(), Location::caller());
+        let mut sites = Sites::new();
+        sites.record(0, Site::Line(a));
+        sites.close(1);
+        assert_eq!(sites.runs.len(), 2);
+        sites.record(1, Site::Line(a));
+        assert_eq!(sites.runs.len(), 1, "merged into the run of the same line");
+        sites.close(2);
+        sites.record(2, Site::Line(b));
+        assert_eq!(
+            sites.runs.len(),
+            2,
+            "another line: the empty run becomes its run"
+        );
+        assert_eq!(sites.by_line(3), [(a, 2), (b, 1)]);
+    }
+
     /// Tracking that begins puts down every unknown slot to its line, and only those.
     #[test]
     fn tracking_puts_down_the_unknown_slots() {
