@@ -474,6 +474,7 @@ impl AsyncScope {
 
     /// Runs and awaits every pending cleanup, last first, catching every panic.
     async fn drain(&mut self, outcome: Outcome) -> Drained {
+        self.arena.forget_all_sites();
         let mut context = DrainContext::new(outcome);
         let mut panic = None;
         loop {
@@ -519,6 +520,7 @@ impl AsyncScope {
     /// The cancellation path: runs the pending sync closures and hands over (or reports) the
     /// futures, last first, beginning with the one that was being awaited.
     fn cancel(&mut self) {
+        self.arena.forget_all_sites();
         let mut context = DrainContext::new(Outcome::Failure);
         let mut futures: Vec<Started<'static>> = self.in_flight.take().into_iter().collect();
         let mut panic = None;

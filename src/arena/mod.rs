@@ -208,13 +208,6 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
         let (slot, used) = if used < self.heap_end.get() {
             // In `current`'s range, where the slot is in bounds.
             (self.heap_base().wrapping_byte_add(used), used)
-        } else if let Some(slot) = (used & TRACKING == 0)
-            .then(|| self.counted_slot_cold(site))
-            .flatten()
-        {
-            // A pile-up under the exact profile (which no limit can refuse: a limited scope
-            // tracks, and takes the slow path).
-            (slot.as_ptr(), self.used.get())
         } else {
             // The slow path hands back the length it leaves, so that a caller registering in
             // a loop keeps it in a register rather than reading it back.
@@ -244,11 +237,17 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
         site: &'static Location<'static>,
         admit: impl FnOnce(&Self) -> bool,
     ) -> Option<(NonNull<Slot>, usize)> {
+        // `RETAINED` is clear on both short paths: the slot is in `current`, or inline with
+        // no segment kept or slots pending. A pile-up under the exact profile first: no limit
+        // can refuse it, since a limited scope tracks, and that path is for storage that
+        // does not.
+        #[cfg(feature = "std")]
+        if let Some(slot) = self.counted_slot(site) {
+            return Some((slot, self.used.get()));
+        }
         if !admit(self) {
             return None;
         }
-        // `RETAINED` is clear on both short paths: the slot is in `current`, or inline with
-        // no segment kept or slots pending.
         if let Some(slot) = self.tracked_slot(site) {
             return Some((slot, self.used.get()));
         }
@@ -305,12 +304,14 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
         if used & (TRACKING | RETAINED) != 0 || used & !FLAGS < N * SLOT {
             return None;
         }
-        let sites = self.sites_ptr()?;
         let bytes = used & !FLAGS;
+        // Zero without a segment.
         let end = self.current_end();
         if bytes >= end {
             return None;
         }
+        // SAFETY: there is a segment, so the field is initialised.
+        let sites = unsafe { self.sites.get().assume_init() }?;
         // SAFETY: as in `sites_mut`; the reference ends here.
         if !unsafe { &mut *sites.as_ptr() }.count_again(bytes / SLOT, site) {
             return None;
@@ -319,20 +320,6 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
         self.heap_end.set(end.min(bytes + SLOT));
         // SAFETY: `bytes` is in `current`'s range (tested above), which is never null.
         Some(unsafe { NonNull::new_unchecked(self.heap_base().wrapping_byte_add(bytes)) })
-    }
-
-    /// [`Arena::counted_slot`], out of line: a registration that leaves the fast path tries
-    /// it before the slow path, which would do the same at greater length.
-    #[cold]
-    #[inline(never)]
-    fn counted_slot_cold(&self, site: &'static Location<'static>) -> Option<NonNull<Slot>> {
-        #[cfg(feature = "std")]
-        return self.counted_slot(site);
-        #[cfg(not(feature = "std"))]
-        {
-            let _ = site;
-            None
-        }
     }
 
     /// The slot of index `count`, the first free one, entering the next segment (or adding
@@ -522,6 +509,24 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
             self.heap_end
                 .set(self.current_end().min(next.saturating_mul(SLOT)));
         }
+    }
+
+    /// Forgets the sites of every pending closure, about to leave the arena one at a time by
+    /// [`Arena::start_last`]: an async drain calls this first, so that each step needs no
+    /// look at the sites.
+    #[cfg(feature = "std")]
+    #[inline(always)]
+    pub(crate) fn forget_all_sites(&mut self) {
+        if self.used.get() & TRACKING != 0 || self.heap_end.get() != 0 {
+            self.forget_all_sites_slow();
+        }
+    }
+
+    #[cfg(feature = "std")]
+    #[cold]
+    #[inline(never)]
+    fn forget_all_sites_slow(&mut self) {
+        self.forget_sites(0);
     }
 
     /// Forgets the sites of the slots from `from` on, which are leaving the arena: the
@@ -746,8 +751,9 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
     }
 
     #[cfg(feature = "std")]
-    /// Consumes the last pending closure for an async drain: runs it if it is sync, returns
-    /// the future of an async cleanup. One at a time, so that the caller can await between
+    /// Consumes the last pending closure for an async drain, which has called
+    /// [`Arena::forget_all_sites`] first: runs it if it is sync, returns the future of an
+    /// async cleanup. One at a time, so that the caller can await between
     /// two. A panic propagates, with the closure consumed and the arena consistent.
     #[inline]
     pub(crate) fn start_last(&mut self, context: &mut DrainContext) -> Step<'env> {
@@ -757,9 +763,6 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
             return Step::Done;
         }
         let last = bytes - SLOT;
-        if used & TRACKING != 0 || self.heap_end.get() != 0 {
-            self.forget_sites(last / SLOT);
-        }
         let slot = if last < N * SLOT {
             // SAFETY: within the inline array.
             unsafe { self.inline_slots().byte_add(last) }
