@@ -406,7 +406,9 @@ pub(crate) mod tests {
         let variance = gaps.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / draws as f64;
         assert!((variance / (64.0 * 63.0) - 1.0).abs() < 0.25, "{variance}");
         let ones = gaps.iter().filter(|&&g| g == 1.0).count() as f64 / draws as f64;
-        assert!((ones * 64.0 - 1.0).abs() < 0.5, "{ones}");
+        // Four standard errors of the share, relative: 10% here, 71% under Miri.
+        let tolerance = 4.0 * (63.0 / draws as f64).sqrt();
+        assert!((ones * 64.0 - 1.0).abs() < tolerance, "{ones}");
         assert!((0..1000).all(|_| gap(2) >= 1));
     }
 }
