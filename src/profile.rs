@@ -201,7 +201,7 @@ pub(crate) fn gap(period: usize) -> usize {
             let count = SEEDED.fetch_add(1, Ordering::Relaxed) as u64;
             x = (core::ptr::from_ref(&local).addr() as u64
                 ^ count.wrapping_mul(0x9E37_79B9_7F4A_7C15))
-                | 1;
+            .max(1);
         }
         x ^= x >> 12;
         x ^= x << 25;

@@ -317,3 +317,22 @@ fn a_sampled_profile_estimates_within_its_error() {
     drop(scope);
     assert_eq!((pending_at(pile_line), pending_at(small_line)), (0, 0));
 }
+
+/// A limited scope under the exact profile: its pile-up is counted, and still refused at the
+/// limit (the profile's short path is only for scopes without stats or a limit).
+#[test]
+fn a_limit_holds_under_the_exact_profile() {
+    let _profile = exact();
+    common::quiet_panics();
+    let scope = Scope::with_limit(20);
+    let line = line!() + 2;
+    for i in 0..20 {
+        scope.defer(move || assert!(i < 20));
+    }
+    assert_eq!(pending_at(line), 20);
+    assert!(scope.try_defer(|| ()).is_err(), "the 21st is refused");
+    assert!(common::catch_expected(|| scope.defer(|| ())).is_err());
+    assert_eq!(scope.len(), 20);
+    drop(scope);
+    assert_eq!(pending_at(line), 0);
+}

@@ -300,8 +300,9 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
     #[inline(always)]
     fn counted_slot(&self, site: &'static Location<'static>) -> Option<NonNull<Slot>> {
         let used = self.used.get();
-        // Untracked, some slots pending, and past the inline ones (so in a segment).
-        if used & (TRACKING | RETAINED) != 0 || used & !FLAGS < N * SLOT {
+        // Untracked, with slots pending. (Past the inline ones too: the profile counts only
+        // slots from `N` on, so `count_again` refuses any before.)
+        if used & (TRACKING | RETAINED) != 0 {
             return None;
         }
         let bytes = used & !FLAGS;
