@@ -316,11 +316,7 @@ impl fmt::Display for Profile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (about, lines) = (
             if self.estimate { "about " } else { "" },
-            if self.sites.len() == 1 {
-                "line"
-            } else {
-                "lines"
-            },
+            crate::sites::plural(self.sites.len(), "line", "lines"),
         );
         writeln!(
             f,
