@@ -10,12 +10,18 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use core::task::Poll;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 
-use crate::arena::{Arena, Payload, Step, Stored, drop_payload};
+use crate::arena::{Arena, Claim, EntryEnd, Payload, Step, Stored, drop_payload};
 use crate::bounds::{CleanupError, CleanupOutput};
-use crate::deferred::{Call, CleanupFuture, Deferred, DrainContext, Held, Outcome, Plain, Started};
+use crate::deferred::{
+    Call, CleanupFuture, Deferred, DrainContext, Held, OnFailure, OnSuccess, Outcome, Plain,
+    Started,
+};
 use crate::ending::{combine, unreported};
+use crate::entry::{self, Entry};
 use crate::error::{BoxError, CleanupErrors, ScopeError};
 use crate::report::{self, ReportKind};
+use crate::scope::consumed_as;
+use crate::stats::Consumed;
 use crate::stats::Stats;
 use crate::tracking::{self, Tracking};
 
@@ -226,6 +232,26 @@ impl AsyncScope {
         self.exclusively(|arena| tracking::limit(arena))
     }
 
+    /// The number of pending cleanups, sync and async.
+    ///
+    /// # Panics
+    ///
+    /// As [`defer`](AsyncScope::defer), if another thread registers at the same moment.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.exclusively(|arena| arena.len())
+    }
+
+    /// Whether no cleanup is pending.
+    ///
+    /// # Panics
+    ///
+    /// As [`len`](AsyncScope::len).
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// How the scope has been used so far, if it tracks stats; see [`Stats`].
     #[must_use]
     pub fn stats(&self) -> Option<Stats> {
@@ -338,6 +364,236 @@ impl AsyncScope {
         self.push_future::<_, ON_FAILURE>(cleanup);
     }
 
+    /// Registers a future awaited only if the scope succeeds: the body returned (or returned
+    /// `Ok`), and no cleanup before this one failed or panicked; never for a cancelled scope.
+    /// Boxed once.
+    ///
+    /// # Panics
+    ///
+    /// As [`defer`](AsyncScope::defer).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    ///
+    /// static COMMITTED: AtomicUsize = AtomicUsize::new(0);
+    /// for fails in [false, true] {
+    ///     let _ = scoped_defer::try_async_scope(async |s| {
+    ///         s.defer_async_on_success(async { COMMITTED.fetch_add(1, Ordering::Relaxed); });
+    ///         if fails { Err("step two failed") } else { Ok(()) }
+    ///     })
+    ///     .await;
+    /// }
+    /// assert_eq!(COMMITTED.load(Ordering::Relaxed), 1);
+    /// # }
+    /// ```
+    #[track_caller]
+    pub fn defer_async_on_success<F>(&self, cleanup: F)
+    where
+        F: Future<Output: CleanupOutput> + Send + 'static,
+    {
+        self.push_future::<_, ON_SUCCESS>(cleanup);
+    }
+
+    /// Registers a sync closure run in its turn only if the scope fails, as
+    /// [`defer_async_on_error`](AsyncScope::defer_async_on_error) does for a future, and
+    /// [`Scope::defer_on_error`](crate::Scope::defer_on_error) in a sync scope.
+    ///
+    /// # Panics
+    ///
+    /// As [`defer`](AsyncScope::defer).
+    #[track_caller]
+    pub fn defer_on_error<F, R>(&self, f: F)
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: CleanupOutput,
+    {
+        self.push(OnFailure(f));
+    }
+
+    /// Registers a sync closure run in its turn only if the scope succeeds, as
+    /// [`defer_async_on_success`](AsyncScope::defer_async_on_success) does for a future.
+    ///
+    /// # Panics
+    ///
+    /// As [`defer`](AsyncScope::defer).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use std::sync::{Arc, Mutex};
+    ///
+    /// let log = Arc::new(Mutex::new(Vec::new()));
+    /// let result = scoped_defer::try_async_scope(async |s| {
+    ///     let (on_error, on_success) = (log.clone(), log.clone());
+    ///     s.defer_on_error(move || on_error.lock().unwrap().push("rolled back"));
+    ///     s.defer_on_success(move || on_success.lock().unwrap().push("committed"));
+    ///     Err::<(), _>("failed")
+    /// })
+    /// .await;
+    /// assert!(result.is_err());
+    /// assert_eq!(*log.lock().unwrap(), ["rolled back"]);
+    /// # }
+    /// ```
+    #[track_caller]
+    pub fn defer_on_success<F, R>(&self, f: F)
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: CleanupOutput,
+    {
+        self.push(OnSuccess(f));
+    }
+
+    /// Like [`defer`](AsyncScope::defer), and returns a handle to this one closure, which can
+    /// [cancel](Entry::cancel) it or [run it now](Entry::run_now); see
+    /// [`Scope::defer_entry`](crate::Scope::defer_entry). The handle is `Send`, so it can be
+    /// kept across `.await` in a spawned task.
+    ///
+    /// # Panics
+    ///
+    /// As [`defer`](AsyncScope::defer).
+    #[track_caller]
+    pub fn defer_entry<F, R>(&self, f: F) -> Entry<'_, Self>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: CleanupOutput,
+    {
+        let (_, claim) = self.push(Plain(f)).into_entry();
+        Entry::new(self, claim, Self::consume_entry)
+    }
+
+    /// Like [`hold_async`](AsyncScope::hold_async), and returns a handle to this one entry,
+    /// which derefs to the value: [`Held::release`](crate::Held::release) gives the value
+    /// back and its cleanup never runs; [`Held::run_now_async`](crate::Held::run_now_async)
+    /// awaits the cleanup now. Dropping the handle leaves the cleanup registered.
+    ///
+    /// # Panics
+    ///
+    /// As [`defer`](AsyncScope::defer).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use scoped_defer::{Held, try_async_scope};
+    /// use tokio::sync::mpsc;
+    ///
+    /// let (log, mut read) = mpsc::unbounded_channel();
+    /// let kept = try_async_scope(async |s| {
+    ///     let lease = s.hold_async_entry(String::from("lease 7"), move |lease| async move {
+    ///         log.send(format!("returned {lease}")).unwrap();
+    ///     });
+    ///     // ... the lease is now the caller's to return
+    ///     Ok::<_, std::io::Error>(Held::release(lease))
+    /// })
+    /// .await
+    /// .unwrap();
+    /// assert_eq!(kept, "lease 7");
+    /// assert!(read.try_recv().is_err(), "nothing returned it");
+    /// # }
+    /// ```
+    #[allow(clippy::mut_from_ref)] // as in `hold_async`
+    #[track_caller]
+    pub fn hold_async_entry<T, C, F>(&self, value: T, cleanup: C) -> crate::Held<'_, T, Self>
+    where
+        T: Send + 'static,
+        C: FnOnce(T) -> F + Send + 'static,
+        F: Future<Output: CleanupOutput> + Send + 'static,
+    {
+        let (stored, claim) = self
+            .push(HeldAsync {
+                held: Held {
+                    value: Some(value),
+                    cleanup: move |value: Option<T>| {
+                        let future = value.map(cleanup);
+                        async move {
+                            if let Some(future) = future {
+                                future.await;
+                            }
+                        }
+                    },
+                },
+                site: Location::caller(),
+                future: PhantomData,
+            })
+            .into_entry();
+        crate::Held::new(&mut stored.held.value, self, claim, Self::consume_entry)
+    }
+
+    /// Consumes one entry early, as `end` says, after counting it; the closure runs once the
+    /// busy flag is released, so that it may use the scope.
+    fn consume_entry(&self, claim: Claim<'_>, end: EntryEnd) {
+        let taken = self.exclusively(|arena| {
+            tracking::count_entry(arena, arena.line_of(&claim), consumed_as(end));
+            arena.take_entry(claim)
+        });
+        match end {
+            EntryEnd::Discard => entry::consume_taken(taken, end),
+            // A sync closure runs; an async cleanup, which nothing here can await, is handed
+            // over as a cancelled scope's are.
+            EntryEnd::Run => entry::caught_while_unwinding(move || {
+                if let Some(started) = taken.start(&mut DrainContext::new(Outcome::Success)) {
+                    detach(alloc::vec![started]);
+                }
+            }),
+        }
+    }
+
+    /// Drops every pending cleanup without running or awaiting it (captures and futures are
+    /// dropped, last registered first); a panic while dropping does not stop the rest, and the
+    /// first resumes afterwards. Python's `AsyncExitStack` has no such method: its
+    /// `pop_all()` is [`take`](AsyncScope::take).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    ///
+    /// static RAN: AtomicBool = AtomicBool::new(false);
+    /// let mut scope = scoped_defer::AsyncScope::new();
+    /// scope.defer_async(async { RAN.store(true, Ordering::Relaxed) });
+    /// scope.dismiss();
+    /// scope.finish().await.unwrap();
+    /// assert!(!RAN.load(Ordering::Relaxed));
+    /// # }
+    /// ```
+    pub fn dismiss(&mut self) {
+        tracking::count_consumed(&mut self.arena, Consumed::Dismissed);
+        self.arena.discard_all();
+    }
+
+    /// Moves every pending cleanup into a new scope and leaves this one empty: Python's
+    /// `AsyncExitStack.pop_all()`. Build something step by step with cleanups that undo each
+    /// step, and on success hand them to the caller. The limit and stats stay with this scope,
+    /// as for [`Scope::take`](crate::Scope::take).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    ///
+    /// static CLOSED: AtomicUsize = AtomicUsize::new(0);
+    /// let mut setup = scoped_defer::AsyncScope::new();
+    /// setup.defer_async(async { CLOSED.fetch_add(1, Ordering::Relaxed); });
+    /// let handed_over = setup.take(); // success: the caller owns the connection now
+    /// setup.finish().await.unwrap();
+    /// assert_eq!(CLOSED.load(Ordering::Relaxed), 0);
+    /// handed_over.finish().await.unwrap();
+    /// assert_eq!(CLOSED.load(Ordering::Relaxed), 1);
+    /// # }
+    /// ```
+    #[must_use = "dropping the taken scope cancels its cleanups"]
+    pub fn take(&mut self) -> Self {
+        tracking::count_consumed(&mut self.arena, Consumed::Taken);
+        let taken = AsyncScope {
+            arena: self.arena.take(),
+            busy: AtomicBool::new(false),
+            in_flight: None,
+        };
+        tracking::keep_tracking(&mut self.arena);
+        taken
+    }
+
     /// Moves `value` into the scope and lends it back; when the scope ends, `cleanup` gets it
     /// back by value and its future is awaited in turn. Go's `conn := dial(); defer
     /// conn.Close()`, where `conn` stays usable. Nothing is allocated until the scope ends if
@@ -446,7 +702,7 @@ impl AsyncScope {
 
     #[inline]
     #[track_caller]
-    fn push_future<F, const WHEN: bool>(&self, cleanup: F)
+    fn push_future<F, const WHEN: u8>(&self, cleanup: F)
     where
         F: Future<Output: AsyncOutput> + Send + 'static,
     {
@@ -548,6 +804,59 @@ impl Drop for AsyncScope {
     fn drop(&mut self) {
         if self.arena.len() != 0 || self.in_flight.is_some() {
             self.cancel();
+        }
+    }
+}
+
+impl<T> crate::Held<'_, T, AsyncScope> {
+    /// Awaits the cleanup now, with the value, out of order; the other cleanups keep theirs.
+    /// A panic of the cleanup resumes here. If this future is dropped before the cleanup's
+    /// completes, the cleanup's future is handed over as a cancelled scope's are (spawned on
+    /// the tokio runtime, or reported).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use scoped_defer::{Held, async_scope};
+    /// use tokio::sync::mpsc;
+    ///
+    /// let (log, mut read) = mpsc::unbounded_channel();
+    /// async_scope(async |s| {
+    ///     let stop = log.clone();
+    ///     s.defer(move || log.send("scope ended").unwrap());
+    ///     let server = s.hold_async_entry(8080, move |port| async move {
+    ///         stop.send(format!("stopped {port}")).unwrap();
+    ///     });
+    ///     Held::run_now_async(server).await;
+    /// })
+    /// .await;
+    /// assert_eq!(read.recv().await.unwrap(), "stopped 8080");
+    /// assert_eq!(read.recv().await.unwrap(), "scope ended");
+    /// # }
+    /// ```
+    pub async fn run_now_async(this: Self) {
+        let (scope, claim) = crate::Held::into_parts(this);
+        let taken = scope.exclusively(|arena| {
+            tracking::count_entry(arena, arena.line_of(&claim), Consumed::Ran);
+            arena.take_entry(claim)
+        });
+        let Some(started) = taken.start(&mut DrainContext::new(Outcome::Success)) else {
+            return;
+        };
+        // Dropped before the cleanup completes: handed over like a cancelled scope's.
+        let mut in_flight = scopeguard::guard(Some(started), |started| {
+            if let Some(started) = started {
+                detach(alloc::vec![started]);
+            }
+        });
+        let future = &mut in_flight.as_mut().expect("just set").future;
+        let awaited = await_caught(future.as_mut()).await;
+        // Completed: nothing is left to hand over.
+        *in_flight = None;
+        match awaited {
+            // Only plain cleanups are held this way: they cannot fail.
+            Ok(result) => debug_assert!(result.is_ok(), "a plain cleanup failed"),
+            Err(payload) => resume_unwind(payload),
         }
     }
 }
@@ -666,18 +975,20 @@ pub async fn try_async_scope<T, E>(
     }
 }
 
-/// `Pending`'s `WHEN`: whether the future is awaited on every exit, or only on failure. A
-/// type parameter rather than a field, so that a pending future fits a slot's three words.
-const ALWAYS: bool = false;
-const ON_FAILURE: bool = true;
+/// `Pending`'s `WHEN`: whether the future is awaited on every exit, only on failure, or only
+/// on success. A type parameter rather than a field, so that a pending future fits a slot's
+/// three words.
+const ALWAYS: u8 = 0;
+const ON_FAILURE: u8 = 1;
+const ON_SUCCESS: u8 = 2;
 
 /// A boxed future waiting for its turn.
-struct Pending<const WHEN: bool> {
+struct Pending<const WHEN: u8> {
     future: CleanupFuture<'static>,
     site: &'static Location<'static>,
 }
 
-impl<const WHEN: bool> Deferred for Pending<WHEN> {
+impl<const WHEN: u8> Deferred for Pending<WHEN> {
     fn run(self) {
         unreachable!("async cleanups are only consumed by `start`");
     }
@@ -690,7 +1001,12 @@ impl<const WHEN: bool> Deferred for Pending<WHEN> {
     where
         Self: 'a,
     {
-        if WHEN == ON_FAILURE && !context.failed() {
+        let skipped = match WHEN {
+            ON_FAILURE => !context.failed(),
+            ON_SUCCESS => context.failed(),
+            _ => false,
+        };
+        if skipped {
             return None;
         }
         Some(Started {

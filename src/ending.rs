@@ -309,6 +309,32 @@ impl<const N: usize> Scope<'_, N> {
 ///     other => panic!("unexpected: {other:?}"),
 /// }
 /// ```
+///
+/// # Why the body ends with `Ok::<_, E>(..)`
+///
+/// A body that uses `?` must name its error type once, usually in its last line:
+/// `Ok::<_, io::Error>(())`. Each `?` converts with `From`, one into the body's error and one
+/// out of `try_scope`'s, and Rust cannot infer the type in between. With anyhow, write
+/// `anyhow::Ok(())`, which names it; then a bare `?` turns the `ScopeError<anyhow::Error>`
+/// into an `anyhow::Error`, suppressed cleanup errors included in its message. This holds for
+/// every `try_` function of the crate.
+///
+/// ```
+/// # if cfg!(miri) { return; } // Miri runs without a file system
+/// use scoped_defer::try_scope;
+///
+/// fn read_config(path: &str) -> anyhow::Result<String> {
+///     let text = try_scope(|s| {
+///         s.defer_fallible(|| Err::<(), _>("unlock failed"));
+///         let text = std::fs::read_to_string(path)?;
+///         anyhow::Ok(text)
+///     })?;
+///     Ok(text)
+/// }
+///
+/// let error = read_config("/nonexistent/config.toml").unwrap_err();
+/// assert!(error.to_string().contains("(and cleanup failed: unlock failed)"));
+/// ```
 pub fn try_scope<'env, T, E>(
     f: impl FnOnce(&mut Scope<'env>) -> Result<T, E>,
 ) -> Result<T, ScopeError<E>> {

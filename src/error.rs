@@ -133,9 +133,13 @@ impl IntoIterator for CleanupErrors {
 ///
 /// # Into your error type
 ///
-/// - `Box<dyn Error>`, `anyhow::Error`: `?` works, since `ScopeError<E>` implements [`Error`]
-///   when `E` does. Its `Display` shows the body's error and the suppressed ones; its
-///   [`source`](Error::source) is the body error's own source.
+/// - `anyhow::Error`, `eyre::Report`, `Box<dyn Error + Send + Sync>`: `?` works, since
+///   `ScopeError<E>` implements [`Error`] for any `E` that is `Debug + Display` (anyhow's and
+///   eyre's errors are not themselves `std` errors). Its `Display` shows the body's error
+///   with its whole chain (as `{:#}` shows it: anyhow's and eyre's contexts and causes), then
+///   the suppressed errors; its [`source`](Error::source) is `None`, since the body error may
+///   not be an `Error` (a body error's own `source` is not followed: use
+///   [`body_error`](ScopeError::body_error) to reach it).
 /// - [`io::Error`](std::io::Error) (with `std`): `?` works. A body error with nothing
 ///   suppressed comes back as it was; otherwise the `io::Error` keeps the body error's kind
 ///   (or the first cleanup error's) and wraps the whole `ScopeError`, so the suppressed errors
@@ -209,18 +213,21 @@ impl<E> From<CleanupErrors> for ScopeError<E> {
     }
 }
 
+/// The body's error in its alternate form (`{:#}`), which for `anyhow::Error` and
+/// `eyre::Report` is its whole chain ("reading config: file not found"), then the suppressed
+/// cleanup errors; see the type's docs.
 impl<E: fmt::Display> fmt::Display for ScopeError<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ScopeError::Body {
                 error,
                 suppressed: None,
-            } => write!(f, "{error}"),
+            } => write!(f, "{error:#}"),
             ScopeError::Body {
                 error,
                 suppressed: Some(s),
             } => {
-                write!(f, "{error} (and {s})")
+                write!(f, "{error:#} (and {s})")
             }
             ScopeError::Cleanup(errors) => write!(f, "{errors}"),
         }
@@ -247,15 +254,11 @@ impl From<ScopeError<std::io::Error>> for std::io::Error {
     }
 }
 
-impl<E: Error + 'static> Error for ScopeError<E> {
-    fn source(&self) -> Option<&(dyn Error + 'static)> {
-        match self {
-            // The message already shows the body's error; its cause comes next.
-            ScopeError::Body { error, .. } => error.source(),
-            ScopeError::Cleanup(errors) => errors.source(),
-        }
-    }
-}
+/// For any body error that can be shown, not only one that implements [`Error`]: so that
+/// `?` converts a `ScopeError<anyhow::Error>` (or `eyre::Report`), which does not, into
+/// `anyhow::Error`. `Display` carries the body error's whole chain instead of
+/// [`source`](Error::source), which is `None`.
+impl<E: fmt::Debug + fmt::Display> Error for ScopeError<E> {}
 
 /// [`Scope::try_defer`](crate::Scope::try_defer) was refused because the scope's limit of
 /// pending closures was reached. The closure is handed back, neither run nor dropped.

@@ -145,6 +145,7 @@ mod bounds;
 mod compile_fail;
 mod deferred;
 mod ending;
+mod entry;
 mod error;
 mod guard;
 mod loops;
@@ -164,6 +165,7 @@ mod tracking;
 pub use async_scope::{AsyncScope, async_scope, try_async_scope};
 pub use bounds::{CleanupError, CleanupOutput};
 pub use ending::try_scope;
+pub use entry::{Entry, Held};
 pub use error::{BoxError, CleanupErrors, LimitExceeded, ScopeError};
 #[doc(hidden)]
 pub use guard::__private;

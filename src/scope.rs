@@ -8,9 +8,10 @@ use core::marker::PhantomData;
 use core::mem::ManuallyDrop;
 use core::panic::Location;
 
-use crate::arena::{Arena, Stored};
+use crate::arena::{Arena, Claim, EntryEnd, Stored};
 use crate::bounds::{CleanupError, CleanupOutput};
 use crate::deferred::{Call, Deferred, Fallible, Held, OnFailure, OnSuccess, Outcome, Plain};
+use crate::entry::{self, Entry};
 use crate::error::{BoxError, CleanupErrors, LimitExceeded};
 #[cfg(feature = "std")]
 use crate::guard::__private::PanicState;
@@ -115,7 +116,7 @@ pub struct Scope<'env, const N: usize = 8> {
 
 static_assertions::assert_not_impl_any!(Scope<'static>: Send, Sync);
 static_assertions::const_assert!(
-    core::mem::size_of::<Scope<'static, 8>>() <= (8 * 4 + 6) * core::mem::size_of::<usize>()
+    core::mem::size_of::<Scope<'static, 8>>() <= (8 * 4 + 7) * core::mem::size_of::<usize>()
 );
 
 /// Limits, stats, error handling, and the state of fallible and outcome-aware closures.
@@ -502,6 +503,84 @@ impl<'env, const N: usize> Scope<'env, N> {
             .value
     }
 
+    /// Like [`defer`](Scope::defer), and returns a handle to this one closure, which can
+    /// [cancel](Entry::cancel) it or [run it now](Entry::run_now); dropping the handle leaves
+    /// it registered. The handle borrows the scope, so no drain can happen while it lives;
+    /// more closures can be registered meanwhile, and keep their order.
+    ///
+    /// # Panics
+    ///
+    /// As [`defer`](Scope::defer), past the scope's limit.
+    ///
+    /// ```
+    /// use std::cell::Cell;
+    /// use scoped_defer::Scope;
+    ///
+    /// let removed = Cell::new(false);
+    /// let scope = Scope::new();
+    /// let remove_temp = scope.defer_entry(|| removed.set(true));
+    /// // ... the temporary file became the real one: nothing to remove
+    /// remove_temp.cancel();
+    /// drop(scope);
+    /// assert!(!removed.get());
+    /// ```
+    #[inline]
+    #[track_caller]
+    pub fn defer_entry<F, R>(&self, f: F) -> Entry<'_, Self>
+    where
+        F: FnOnce() -> R + 'env,
+        R: CleanupOutput,
+    {
+        let (_, claim) = self.push(Plain(f)).into_entry();
+        Entry::new(self, claim, Self::consume_entry)
+    }
+
+    /// Like [`hold`](Scope::hold), and returns a handle to this one entry, which derefs to the
+    /// value: [`Held::release`](crate::Held::release) gives the value back and its cleanup
+    /// never runs, [`Held::run_now`] runs the cleanup now. Dropping the handle leaves the
+    /// cleanup registered. With `release` on success, "undo only if a later step fails"
+    /// needs no flag; see [`Held`](crate::Held).
+    ///
+    /// # Panics
+    ///
+    /// As [`defer`](Scope::defer), past the scope's limit.
+    ///
+    /// ```
+    /// use std::cell::RefCell;
+    /// use scoped_defer::{Held, Scope};
+    ///
+    /// let closed = RefCell::new(Vec::new());
+    /// let scope = Scope::new();
+    /// let mut log = scope.hold_entry(String::from("started"), |log| closed.borrow_mut().push(log));
+    /// log.push_str(", healthy");
+    /// let log = Held::release(log);
+    /// drop(scope);
+    /// assert_eq!(log, "started, healthy");
+    /// assert!(closed.borrow().is_empty());
+    /// ```
+    #[inline]
+    #[track_caller]
+    pub fn hold_entry<T, C, R>(&self, value: T, cleanup: C) -> crate::Held<'_, T, Self>
+    where
+        T: 'env,
+        C: FnOnce(T) -> R + 'env,
+        R: CleanupOutput + 'env,
+    {
+        let (stored, claim) = self
+            .push(Plain(Held {
+                value: Some(value),
+                cleanup: releasable(cleanup),
+            }))
+            .into_entry();
+        crate::Held::new(&mut stored.0.value, self, claim, Self::consume_entry)
+    }
+
+    /// Consumes one entry early, as `end` says, after counting it.
+    pub(crate) fn consume_entry(&self, claim: Claim<'_>, end: EntryEnd) {
+        tracking::count_entry(&self.arena, self.arena.line_of(&claim), consumed_as(end));
+        entry::consume_taken(self.arena.take_entry(claim), end);
+    }
+
     /// Registers `f` to run only if the scope fails: inside [`try_scope`](crate::try_scope) or
     /// [`try_for_each_scoped`](crate::try_for_each_scoped), if the body returns `Err` or
     /// panics; for a scope that is simply dropped, if a panic that began after this call is
@@ -565,7 +644,7 @@ impl<'env, const N: usize> Scope<'env, N> {
 
     #[inline]
     #[track_caller]
-    fn push<D: Deferred + 'env>(&self, deferred: D) -> Stored<'_, D> {
+    pub(crate) fn push<D: Deferred + 'env>(&self, deferred: D) -> Stored<'_, D> {
         self.push_as(deferred, false)
     }
 
@@ -959,6 +1038,25 @@ impl<const N: usize> fmt::Debug for Scope<'_, N> {
             .field("spilled", &self.spilled())
             .field("limit", &self.limit())
             .finish_non_exhaustive()
+    }
+}
+
+/// A held value's cleanup that accepts the value as `Option`, empty once an entry handle
+/// released it (then only the cleanup is dropped, never called: a released entry is
+/// discarded).
+pub(crate) fn releasable<T, R>(cleanup: impl FnOnce(T) -> R) -> impl FnOnce(Option<T>) {
+    move |value| {
+        if let Some(value) = value {
+            cleanup(value);
+        }
+    }
+}
+
+/// How the stats count an entry consumed early.
+pub(crate) fn consumed_as(end: EntryEnd) -> Consumed {
+    match end {
+        EntryEnd::Run => Consumed::Ran,
+        EntryEnd::Discard => Consumed::Dismissed,
     }
 }
 

@@ -3,8 +3,12 @@
 use core::fmt;
 
 use crate::Scope;
+use crate::arena::{Claim, EntryEnd};
 use crate::bounds::{CleanupError, CleanupOutput};
+use crate::deferred::{Held, Plain};
+use crate::entry::Entry;
 use crate::error::{BoxError, CleanupErrors, LimitExceeded};
+use crate::scope::releasable;
 use crate::stats::Stats;
 
 /// A [`Scope`] that accepts only `Send` closures (and a `Send` error handler), and so is
@@ -208,6 +212,56 @@ impl<'env, const N: usize> SendScope<'env, N> {
         R: CleanupOutput,
     {
         self.inner.hold(value, cleanup)
+    }
+
+    /// See [`Scope::defer_entry`]; the closure must be `Send`.
+    ///
+    /// # Panics
+    ///
+    /// As [`defer`](SendScope::defer), past the scope's limit.
+    ///
+    /// ```
+    /// let scope = scoped_defer::SendScope::new();
+    /// let entry = scope.defer_entry(|| println!("not printed"));
+    /// entry.cancel();
+    /// assert!(scope.is_empty());
+    /// ```
+    #[inline]
+    #[track_caller]
+    pub fn defer_entry<F, R>(&self, f: F) -> Entry<'_, Self>
+    where
+        F: FnOnce() -> R + Send + 'env,
+        R: CleanupOutput,
+    {
+        let (_, claim) = self.inner.push(Plain(f)).into_entry();
+        Entry::new(self, claim, Self::consume_entry)
+    }
+
+    /// See [`Scope::hold_entry`]; the value and the cleanup must be `Send`.
+    ///
+    /// # Panics
+    ///
+    /// As [`defer`](SendScope::defer), past the scope's limit.
+    #[inline]
+    #[track_caller]
+    pub fn hold_entry<T, C, R>(&self, value: T, cleanup: C) -> crate::Held<'_, T, Self>
+    where
+        T: Send + 'env,
+        C: FnOnce(T) -> R + Send + 'env,
+        R: CleanupOutput + 'env,
+    {
+        let (stored, claim) = self
+            .inner
+            .push(Plain(Held {
+                value: Some(value),
+                cleanup: releasable(cleanup),
+            }))
+            .into_entry();
+        crate::Held::new(&mut stored.0.value, self, claim, Self::consume_entry)
+    }
+
+    fn consume_entry(&self, claim: Claim<'_>, end: EntryEnd) {
+        self.inner.consume_entry(claim, end);
     }
 
     /// See [`Scope::hold_fallible`]; the value and the cleanup must be `Send`.

@@ -28,13 +28,15 @@ pub(crate) enum Site {
     /// Recorded and counted in the process-wide profile.
     #[cfg(feature = "std")]
     Counted(&'static Entry),
+    /// A vacant slot: its closure was consumed early, through an entry handle.
+    Vacant,
 }
 
 impl Site {
     /// The line, if known.
     pub(crate) fn location(self) -> Option<&'static Location<'static>> {
         match self {
-            Site::Unknown => None,
+            Site::Unknown | Site::Vacant => None,
             Site::Line(location) => Some(location),
             #[cfg(feature = "std")]
             Site::Counted(entry) => Some(entry.location),
@@ -55,7 +57,7 @@ impl Site {
 
     fn is(self, other: Site) -> bool {
         match (self, other) {
-            (Site::Unknown, Site::Unknown) => true,
+            (Site::Unknown, Site::Unknown) | (Site::Vacant, Site::Vacant) => true,
             (Site::Line(a), Site::Line(b)) => same_line(a, b),
             #[cfg(feature = "std")]
             (Site::Counted(a), Site::Counted(b)) => core::ptr::eq(a, b),
@@ -82,7 +84,7 @@ pub(crate) struct Sites {
     /// The profile's count of the closures that were pending when it began to count this
     /// storage: the slots `0..count`, each one unit of the entry.
     #[cfg(feature = "std")]
-    spill: Option<(&'static Entry, usize)>,
+    spill: Option<Spill>,
     /// The index of the next slot the profile counts: [`NOT_COUNTING`] until it begins,
     /// [`PAUSED`] while profiling is off.
     #[cfg(feature = "std")]
@@ -94,6 +96,32 @@ pub(crate) struct Sites {
     /// drains need only look at the runs if so.
     #[cfg(feature = "std")]
     counted: bool,
+}
+
+/// The profile's count of the closures that were pending when it began to count a storage,
+/// whose lines were not recorded.
+#[cfg(feature = "std")]
+#[derive(Debug)]
+struct Spill {
+    entry: &'static Entry,
+    /// Units of `entry` still counted for them.
+    units: usize,
+    /// How many of them are still pending.
+    live: usize,
+    /// The slots they are among: `0..end`.
+    end: usize,
+}
+
+#[cfg(feature = "std")]
+impl Spill {
+    /// One of the closures leaves early: it takes its share of the units (all that are left,
+    /// with the last one), so that the count stays in proportion and ends at zero.
+    fn leave(&mut self) {
+        let kept = self.units * (self.live - 1) / self.live;
+        self.entry.remove(self.units - kept);
+        self.units = kept;
+        self.live -= 1;
+    }
 }
 
 /// [`Sites::next_sample`] before the profile counts anything in this storage.
@@ -226,8 +254,8 @@ impl Sites {
     }
 
     /// Forgets the slots `from..len`, which left the storage: the profile stops counting
-    /// them.
-    #[cfg_attr(not(feature = "std"), allow(unused_variables))]
+    /// them. Slots below `from` stay, with the closures pending since before counting began
+    /// (which leave one by one through [`Sites::vacate`] and [`Sites::pop`], or all at once).
     pub(crate) fn consumed(&mut self, from: usize, len: usize) {
         #[cfg(feature = "std")]
         if self.counted {
@@ -236,13 +264,9 @@ impl Sites {
                     entry.remove(count);
                 }
             });
-            if let Some((entry, count)) = &mut self.spill {
-                if *count > from {
-                    entry.remove(*count - from);
-                    *count = from;
-                }
-                if *count == 0 {
-                    self.spill = None;
+            if from == 0 {
+                if let Some(spill) = self.spill.take() {
+                    spill.entry.remove(spill.units);
                 }
             }
         }
@@ -256,7 +280,105 @@ impl Sites {
         } else {
             let kept = self.runs.partition_point(|run| run.start < from);
             self.runs.truncate(kept);
+            // The slots after the counted ones are registered again: the gap to the next
+            // one counted stays as it was.
+            #[cfg(feature = "std")]
+            if self.next_sample < PAUSED && self.next_sample > from {
+                self.next_sample -= len - from;
+            }
         }
+        self.sync_last();
+    }
+
+    /// The site of slot `index`.
+    fn site_of(&self, index: usize) -> Site {
+        match self.runs.partition_point(|run| run.start <= index) {
+            0 => Site::Unknown,
+            after => self.runs[after - 1].site,
+        }
+    }
+
+    /// The line of slot `index`, if known.
+    pub(crate) fn line_of(&self, index: usize) -> Option<&'static Location<'static>> {
+        self.site_of(index).location()
+    }
+
+    /// Slot `index`, below the last of the `len`, is left vacant: its closure was consumed
+    /// early, and leaves the profile's counts.
+    pub(crate) fn vacate(&mut self, index: usize, len: usize) {
+        self.leave_count(index);
+        self.mark_vacant(index, len);
+    }
+
+    /// The last slot, `last`, leaves early, and with it the vacant slots from `kept` on.
+    pub(crate) fn pop(&mut self, last: usize, kept: usize) {
+        self.leave_count(last);
+        self.consumed(kept, last + 1);
+    }
+
+    /// Takes slot `index`, leaving early, out of the profile's counts.
+    #[cfg_attr(not(feature = "std"), allow(unused_variables))]
+    fn leave_count(&mut self, index: usize) {
+        #[cfg(feature = "std")]
+        if self.counted {
+            if let Site::Counted(entry) = self.site_of(index) {
+                entry.remove(1);
+            }
+            if let Some(spill) = &mut self.spill {
+                if index < spill.end {
+                    spill.leave();
+                    if spill.live == 0 {
+                        self.spill = None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Marks slot `index`, below the last of the `len`, as vacant: no line's count includes
+    /// it.
+    pub(crate) fn mark_vacant(&mut self, index: usize, len: usize) {
+        let after = self.runs.partition_point(|run| run.start <= index);
+        let site = match after {
+            0 => Site::Unknown,
+            _ => self.runs[after - 1].site,
+        };
+        if let Site::Vacant = site {
+            return;
+        }
+        // The slot after keeps the site, unless it begins a run of its own.
+        if index + 1 < len
+            && self
+                .runs
+                .get(after)
+                .is_none_or(|next| next.start != index + 1)
+        {
+            self.runs.insert(
+                after,
+                Run {
+                    start: index + 1,
+                    site,
+                },
+            );
+        }
+        match after {
+            0 => {}
+            _ if self.runs[after - 1].start == index => {
+                self.runs[after - 1].site = Site::Vacant;
+                self.runs.dedup_by(|later, kept| later.site.is(kept.site));
+                self.sync_last();
+                return;
+            }
+            _ => {}
+        }
+        self.runs.insert(
+            after,
+            Run {
+                start: index,
+                site: Site::Vacant,
+            },
+        );
+        self.runs.dedup_by(|later, kept| later.site.is(kept.site));
         self.sync_last();
     }
 
@@ -313,6 +435,7 @@ impl Sites {
     pub(crate) fn sample(
         &mut self,
         index: usize,
+        live: usize,
         site: &'static Location<'static>,
         period: usize,
         tracking: bool,
@@ -322,7 +445,7 @@ impl Sites {
                 self.next_sample = PAUSED;
             }
         } else if self.next_sample == NOT_COUNTING {
-            self.begin_counting(index, site, period);
+            self.begin_counting(index, live, site, period);
         } else if self.next_sample == PAUSED {
             self.next_sample = index + profile::gap(period) - 1;
         }
@@ -343,22 +466,34 @@ impl Sites {
         }
     }
 
-    /// Begins counting this storage at slot `index`: of the `index` closures already pending,
-    /// the ones a sampler would have picked are put down to `site`.
-    fn begin_counting(&mut self, index: usize, site: &'static Location<'static>, period: usize) {
+    /// Begins counting this storage at slot `index`: of the `live` closures already pending
+    /// (fewer than `index` if some slots are vacant), the ones a sampler would have picked
+    /// are put down to `site`.
+    fn begin_counting(
+        &mut self,
+        index: usize,
+        live: usize,
+        site: &'static Location<'static>,
+        period: usize,
+    ) {
         let mut next = profile::gap(period) - 1;
         let mut picked = 0;
-        while next < index {
+        while next < live {
             picked += 1;
             next = next.saturating_add(profile::gap(period));
         }
         if picked > 0 {
             let entry = profile::entry(site, period);
             entry.add(picked);
-            self.spill = Some((entry, picked));
+            self.spill = Some(Spill {
+                entry,
+                units: picked,
+                live,
+                end: index,
+            });
             self.counted = true;
         }
-        self.next_sample = next;
+        self.next_sample = next.saturating_add(index - live);
     }
 }
 

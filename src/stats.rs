@@ -192,14 +192,25 @@ impl Counters {
     /// Records that the `pending` closures are being consumed, as `how`; returns whether this
     /// is a new high-water mark, to pass to [`Counters::consumed_at`].
     pub(crate) fn consumed(&mut self, pending: usize, how: Consumed) -> bool {
+        self.count(how, pending);
+        // Pending closures only accumulate between two consumptions, so one sees the most
+        // that were pending since the last.
+        self.reached(pending)
+    }
+
+    /// Counts `count` closures consumed as `how`.
+    pub(crate) fn count(&mut self, how: Consumed, count: usize) {
         let counter = match how {
             Consumed::Ran => &mut self.ran,
             Consumed::Dismissed => &mut self.dismissed,
             Consumed::Taken => &mut self.taken,
         };
-        *counter += pending as u64;
-        // Pending closures only accumulate between two consumptions, so one sees the most
-        // that were pending since the last.
+        *counter += count as u64;
+    }
+
+    /// Records that `pending` closures are pending; returns whether this is a new high-water
+    /// mark, whose lines are then to be given to [`Counters::consumed_at`].
+    pub(crate) fn reached(&mut self, pending: usize) -> bool {
         let new_high_water = pending > self.high_water;
         if new_high_water {
             self.high_water = pending;
@@ -210,12 +221,13 @@ impl Counters {
         new_high_water
     }
 
-    /// Records that `count` of the closures being consumed were registered at `location`.
+    /// Records that `count` of the closures being consumed were registered at `location`, and
+    /// `at_high_water` of those pending at a new high-water mark.
     pub(crate) fn consumed_at(
         &mut self,
         location: &'static Location<'static>,
         count: usize,
-        new_high_water: bool,
+        at_high_water: usize,
     ) {
         let index = match self
             .lines
@@ -234,9 +246,7 @@ impl Counters {
         };
         let line = &mut self.lines[index];
         line.consumed += count as u64;
-        if new_high_water {
-            line.at_high_water += count;
-        }
+        line.at_high_water += at_high_water;
     }
 
     pub(crate) fn failed(&mut self, panics: usize, errors: usize) {

@@ -9,7 +9,7 @@
 //! [`Scope`]: crate::Scope
 //! [`AsyncScope`]: crate::AsyncScope
 
-use core::cell::Cell;
+use core::cell::{Cell, RefCell};
 use core::panic::Location;
 
 use crate::arena::Arena;
@@ -21,8 +21,9 @@ use crate::stats::{Consumed, Counters, Stats};
 pub(crate) struct Tracking {
     /// Most closures that may be pending at once.
     limit: Option<usize>,
-    /// Present when the scope tracks stats.
-    counters: Option<Counters>,
+    /// Present when the scope tracks stats. In a cell, for entry handles, which consume one
+    /// closure through `&self`; no user code runs while it is borrowed.
+    counters: RefCell<Option<Counters>>,
     /// Where the scope began tracking (for stats or a limit): the line that closures whose
     /// own line is unknown are put down to, when a loop puts them back.
     started_at: Option<&'static Location<'static>>,
@@ -33,12 +34,12 @@ pub(crate) struct Tracking {
 impl Tracking {
     /// Whether the scope tracks stats.
     pub(crate) fn has_stats(&self) -> bool {
-        self.counters.is_some()
+        self.counters.borrow().is_some()
     }
 
     /// Counts panics and errors of closures that a drain ran.
     pub(crate) fn failed(&mut self, panics: usize, errors: usize) {
-        if let Some(counters) = &mut self.counters {
+        if let Some(counters) = self.counters.get_mut() {
             counters.failed(panics, errors);
         }
     }
@@ -85,6 +86,7 @@ pub(crate) fn track_stats<const N: usize, X: Tracked>(
 ) {
     tracking_mut(arena)
         .counters
+        .get_mut()
         .get_or_insert_with(Counters::default);
     track_sites(arena, site);
 }
@@ -155,25 +157,47 @@ pub(crate) fn count_consumed<const N: usize, X: Tracked>(
     arena: &mut Arena<'_, N, X>,
     how: Consumed,
 ) {
-    let pending = arena.len();
-    let Some(counters) = arena
-        .extras_mut()
-        .and_then(|extras| extras.tracking_mut().counters.as_mut())
-    else {
+    let Some(tracking) = arena.extras().map(Tracked::tracking) else {
         return;
     };
-    let new_high_water = counters.consumed(pending, how);
-    arena.visit_lines(|extras, line, count| {
-        if let Some(counters) = &mut extras.tracking_mut().counters {
-            counters.consumed_at(line, count, new_high_water);
-        }
+    let mut counters = tracking.counters.borrow_mut();
+    let Some(counters) = counters.as_mut() else {
+        return;
+    };
+    let new_high_water = counters.consumed(arena.len(), how);
+    arena.visit_lines(|line, count| {
+        counters.consumed_at(line, count, if new_high_water { count } else { 0 });
     });
+}
+
+/// Tells the stats, if any, that one pending closure, registered at `line` (if known), is
+/// leaving the scope early as `how`, through an entry handle.
+pub(crate) fn count_entry<const N: usize, X: Tracked>(
+    arena: &Arena<'_, N, X>,
+    line: Option<&'static Location<'static>>,
+    how: Consumed,
+) {
+    let Some(tracking) = arena.extras().map(Tracked::tracking) else {
+        return;
+    };
+    let mut counters = tracking.counters.borrow_mut();
+    let Some(counters) = counters.as_mut() else {
+        return;
+    };
+    // The closures pending now may be the most there ever were.
+    if counters.reached(arena.len()) {
+        arena.visit_lines(|line, count| counters.consumed_at(line, 0, count));
+    }
+    counters.count(how, 1);
+    if let Some(line) = line {
+        counters.consumed_at(line, 1, 0);
+    }
 }
 
 /// The stats, if the scope tracks them.
 pub(crate) fn stats<const N: usize, X: Tracked>(arena: &Arena<'_, N, X>) -> Option<Stats> {
     let tracking = arena.extras()?.tracking();
-    Some(tracking.counters.as_ref()?.snapshot(
+    Some(tracking.counters.borrow().as_ref()?.snapshot(
         arena.len(),
         &arena.pending_by_line(),
         tracking.refused.get(),

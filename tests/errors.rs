@@ -290,15 +290,23 @@ impl Error for WithCause {
     }
 }
 
+/// `ScopeError<E>` is an `Error` for any `E: Debug + Display` (so that `?` reaches anyhow),
+/// which costs `source()`: it is `None`, and the body error stays reachable through
+/// `body_error`, cause included.
 #[test]
-fn scope_errors_lead_to_the_body_errors_cause() {
+fn scope_errors_have_no_source_and_keep_the_body_error_reachable() {
     let body_failed = try_scope(|s| {
         s.defer_fallible(|| Err("close failed"));
         Err::<(), _>(WithCause(CloseError(7)))
     })
     .unwrap_err();
-    let cause = body_failed.source().expect("the body error's own cause");
+    assert!(body_failed.source().is_none());
+    let cause = body_failed.body_error().unwrap().source().unwrap();
     assert_eq!(cause.to_string(), CloseError(7).to_string());
+    assert_eq!(
+        body_failed.to_string(),
+        "write failed (and cleanup failed: close failed)"
+    );
 
     let cleanup_failed = try_scope(|s| {
         s.defer_fallible(|| Err("close failed"));

@@ -52,19 +52,25 @@ const RETAINED: usize = 1 << (usize::BITS - 2);
 /// (stats or a limit need them): it sends every registration to the slow path, which records.
 const TRACKING: usize = 1 << (usize::BITS - 3);
 
+/// Marks, in the arena's `used` word, that slots below the last are vacant (an entry handle
+/// consumed their closures), and `vacated` counts them: it sends registrations and drains to
+/// the slow paths, which know that the pending closures are fewer than the slots.
+const VACATED: usize = 1 << (usize::BITS - 4);
+
 /// Every flag of the `used` word.
-const FLAGS: usize = EXTRAS | RETAINED | TRACKING;
+const FLAGS: usize = EXTRAS | RETAINED | TRACKING | VACATED;
 
 /// The most closures a scope may hold, so that their byte count stays below the flags: a limit
 /// that only a 32-bit target can reach (millions of closures).
-const MAX_PENDING: usize = TRACKING / SLOT / 2;
+const MAX_PENDING: usize = VACATED / SLOT / 2;
 
-// The flags are the three top bits, and the segment that `MAX_PENDING` closures would start
+// The flags are the four top bits, and the segment that `MAX_PENDING` closures would start
 // (as large as everything before it) is the largest that ends below them.
 static_assertions::const_assert_eq!(RETAINED, EXTRAS >> 1);
 static_assertions::const_assert_eq!(TRACKING, RETAINED >> 1);
-static_assertions::const_assert!(MAX_PENDING * 2 * SLOT <= TRACKING);
-static_assertions::const_assert!((MAX_PENDING + 1) * 2 * SLOT > TRACKING);
+static_assertions::const_assert_eq!(VACATED, TRACKING >> 1);
+static_assertions::const_assert!(MAX_PENDING * 2 * SLOT <= VACATED);
+static_assertions::const_assert!((MAX_PENDING + 1) * 2 * SLOT > VACATED);
 
 /// The bytes of one slot: lengths are kept in bytes, so that a slot's address is a base plus a
 /// length, with no multiplication on the hot paths.
@@ -107,6 +113,10 @@ pub(crate) struct Arena<'env, const N: usize, X> {
     /// pending closures, a `Box::into_raw` pointer that the arena owns, if anything records
     /// them (always, with `TRACKING`). Part of the storage: it moves with the closures.
     sites: Cell<MaybeUninit<Option<NonNull<Sites>>>>,
+    /// Initialised exactly when `used` has the `VACATED` flag: how many slots below the last
+    /// are vacant (at least one). The last slot is never vacant: consuming it shortens the
+    /// storage, down to the closest pending one.
+    vacated: Cell<MaybeUninit<usize>>,
     /// The closures may borrow data of `'env` and need not be `Send` or `Sync`. `'env` is
     /// invariant: registration goes through `&self`, and a shared reference that could shorten
     /// `'env` would let a closure borrow data that dies before the arena runs it.
@@ -122,16 +132,35 @@ pub(crate) struct Stored<'a, D> {
     /// Invariant: a closure that this push stored, which nothing else references and which
     /// stays in place until a drain, which needs `&mut` of the arena borrowed for `'a`.
     closure: NonNull<D>,
+    /// The slot's index and the arena, for [`Stored::into_entry`].
+    index: usize,
+    arena: NonNull<()>,
     _arena: PhantomData<&'a mut D>,
 }
 
 impl<'a, D> Stored<'a, D> {
     #[inline(always)]
-    fn new(closure: NonNull<D>) -> Self {
+    fn new(closure: NonNull<D>, index: usize, arena: NonNull<()>) -> Self {
         Stored {
             closure,
+            index,
+            arena,
             _arena: PhantomData,
         }
+    }
+
+    /// The stored closure, lent out for as long as the arena is borrowed, and the claim that
+    /// consumes it early: [`Arena::consume_entry`] takes the claim, which the borrow of the
+    /// closure must have ended before (the claim's owner makes sure of that, by holding both
+    /// and giving up the borrow to use the claim).
+    #[inline(always)]
+    pub(crate) fn into_entry(self) -> (&'a mut D, Claim<'a>) {
+        let claim = Claim {
+            index: self.index,
+            arena: self.arena,
+            _arena: PhantomData,
+        };
+        (self.into_mut(), claim)
     }
 
     /// The stored closure, lent out for as long as the arena is borrowed.
@@ -141,6 +170,58 @@ impl<'a, D> Stored<'a, D> {
         // arena, until a drain, which cannot happen while `'a` lasts; `self` is consumed, so
         // this is the only reference ever made to it.
         unsafe { &mut *self.closure.as_ptr() }
+    }
+}
+
+/// The right to consume one pending closure of an arena before the arena's drains: made only
+/// by [`Stored::into_entry`], used at most once, and only while the arena stays borrowed for
+/// `'a` (so no drain, `take` or `dismiss` can happen meanwhile, and the slot cannot move).
+pub(crate) struct Claim<'a> {
+    index: usize,
+    /// The arena that stored the closure: a claim is checked against it.
+    arena: NonNull<()>,
+    _arena: PhantomData<&'a ()>,
+}
+
+// SAFETY: a claim is an index and an address that is only compared, never dereferenced;
+// what a claim may do is decided by `consume_entry`, through the arena the caller has.
+unsafe impl Send for Claim<'_> {}
+// SAFETY: as above; `&Claim` gives access to nothing.
+unsafe impl Sync for Claim<'_> {}
+
+/// What [`Arena::consume_entry`] does with the claimed closure.
+#[derive(Clone, Copy)]
+pub(crate) enum EntryEnd {
+    /// Runs it.
+    Run,
+    /// Drops it unrun.
+    Discard,
+}
+
+/// A closure taken out of the arena by [`Arena::take_entry`], to be consumed (dropping it
+/// instead leaks the closure, which is safe).
+pub(crate) struct Taken<'env> {
+    /// Owns its closure (see [`Slot::vacate`]).
+    slot: Slot,
+    _closure: PhantomData<Box<dyn FnOnce() + 'env>>,
+}
+
+impl<'env> Taken<'env> {
+    /// Runs or drops the closure. A panic of the closure propagates, with it consumed.
+    pub(crate) fn consume(self, end: EntryEnd) {
+        self.slot.consume(match end {
+            EntryEnd::Run => Mode::Run,
+            EntryEnd::Discard => Mode::Discard,
+        });
+    }
+
+    /// Starts the closure as an async drain would: a sync closure runs, an async cleanup
+    /// hands back its future.
+    #[cfg(feature = "std")]
+    pub(crate) fn start(self, context: &mut DrainContext) -> Option<Started<'env>> {
+        // SAFETY: the future's lifetime is put back as `'env`, which every closure the arena
+        // stored outlives.
+        unsafe { self.slot.start(context) }
     }
 }
 
@@ -166,6 +247,7 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
             current: Cell::new(MaybeUninit::uninit()),
             extras: Cell::new(MaybeUninit::uninit()),
             sites: Cell::new(MaybeUninit::uninit()),
+            vacated: Cell::new(MaybeUninit::uninit()),
             _closures: PhantomData,
         }
     }
@@ -203,7 +285,7 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
             // SAFETY: `used < N * SLOT`, the size of a field: no overflow. (Telling the
             // compiler lets a caller's drop skip its test for an empty scope.)
             self.used.set(unsafe { used.unchecked_add(SLOT) });
-            return Some(Stored::new(stored));
+            return Some(Stored::new(stored, used / SLOT, self.address()));
         }
         let (slot, used) = if used < self.heap_end.get() {
             // In `current`'s range, where the slot is in bounds.
@@ -221,10 +303,10 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
         };
         // SAFETY: as above, in a segment or inline.
         let stored = unsafe { Slot::write(slot, deferred) };
-        // SAFETY: the byte count is below `TRACKING` (see `MAX_PENDING`), `RETAINED` is clear,
+        // SAFETY: the byte count is below the flags (see `MAX_PENDING`), `RETAINED` is clear,
         // and the flags above the count only ever stay as they are: no overflow.
         self.used.set(unsafe { used.unchecked_add(SLOT) });
-        Some(Stored::new(stored))
+        Some(Stored::new(stored, (used & !FLAGS) / SLOT, self.address()))
     }
 
     /// Asks `admit`, then finds the first free slot, entering or adding a segment if needed,
@@ -251,7 +333,7 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
         if let Some(slot) = self.tracked_slot(site) {
             return Some((slot, self.used.get()));
         }
-        let count = self.len();
+        let count = self.slots();
         let slot = self.free_slot(count);
         self.record(count, site);
         // `EXTRAS`, if set, is unchanged by the coming increment; `RETAINED` no longer applies.
@@ -503,7 +585,13 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
     #[cfg(feature = "std")]
     fn sample(&self, index: usize, site: &'static Location<'static>, tracking: bool) {
         let sites = self.sites_mut();
-        sites.sample(index, site, crate::profile::period(), tracking);
+        sites.sample(
+            index,
+            index - self.vacated(),
+            site,
+            crate::profile::period(),
+            tracking,
+        );
         if !tracking {
             // Up to the next slot counted, the fast path may register.
             let next = sites.next_sample;
@@ -537,7 +625,7 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
             return;
         };
         // SAFETY: as in `sites_mut`.
-        unsafe { &mut *sites.as_ptr() }.consumed(from, self.len());
+        unsafe { &mut *sites.as_ptr() }.consumed(from, self.slots());
         if from == 0 && self.spilled() {
             // Nothing is counted any more: the fast path may fill the segment again.
             self.bound_heap(self.current_end());
@@ -545,18 +633,13 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
     }
 
     /// Tells `visit` how many pending closures each run of one line holds, first registered
-    /// first, with the extras; the sites stay.
-    pub(crate) fn visit_lines(
-        &mut self,
-        mut visit: impl FnMut(&mut X, &'static Location<'static>, usize),
-    ) {
-        let (Some(sites), Some(extras)) = (self.sites_ptr(), self.extras_ptr()) else {
-            return;
-        };
-        // SAFETY: two live boxes the arena owns, borrowed through `&mut self` and by nothing
-        // else until this returns.
-        let (sites, extras) = unsafe { (sites.as_ref(), &mut *extras.as_ptr()) };
-        sites.lines(self.len(), &mut |line, count| visit(extras, line, count));
+    /// first; the sites stay.
+    pub(crate) fn visit_lines(&self, mut visit: impl FnMut(&'static Location<'static>, usize)) {
+        if let Some(sites) = self.sites_ptr() {
+            // SAFETY: as in `sites_mut`; the reference ends here, and `visit` cannot reach
+            // the arena's sites (it gets no arena).
+            unsafe { sites.as_ref() }.lines(self.slots(), &mut visit);
+        }
     }
 
     /// Begins recording the line of every registration, putting down the pending closures
@@ -565,8 +648,9 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
         if self.used.get() & TRACKING != 0 {
             return;
         }
-        let len = self.len();
-        self.sites_mut().start_tracking(len, site);
+        let slots = self.slots();
+        self.sites_mut().start_tracking(slots, site);
+        self.mark_vacant_sites();
         // Every registration now takes the slow path, so no profile bound is needed.
         self.used.set(self.used.get() | TRACKING);
     }
@@ -575,7 +659,7 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
     pub(crate) fn pending_by_line(&self) -> alloc::vec::Vec<(&'static Location<'static>, usize)> {
         match self.sites_ptr() {
             // SAFETY: as in `sites_mut`; the reference ends with this call.
-            Some(sites) => unsafe { sites.as_ref() }.by_line(self.len()),
+            Some(sites) => unsafe { sites.as_ref() }.by_line(self.slots()),
             None => alloc::vec::Vec::new(),
         }
     }
@@ -583,7 +667,157 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
     /// The number of pending closures.
     #[inline(always)]
     pub(crate) fn len(&self) -> usize {
+        self.slots() - self.vacated()
+    }
+
+    /// The number of slots in use: the pending closures and the vacant slots among them.
+    #[inline(always)]
+    fn slots(&self) -> usize {
         (self.used.get() & !FLAGS) / SLOT
+    }
+
+    /// The number of vacant slots.
+    #[inline(always)]
+    fn vacated(&self) -> usize {
+        if self.used.get() & VACATED == 0 {
+            0
+        } else {
+            // SAFETY: initialised whenever the flag is set.
+            unsafe { self.vacated.get().assume_init() }
+        }
+    }
+
+    /// Sets the number of vacant slots, and the flag that says there are some.
+    fn set_vacated(&self, count: usize) {
+        self.vacated.set(MaybeUninit::new(count));
+        let used = self.used.get() & !VACATED;
+        self.used
+            .set(if count == 0 { used } else { used | VACATED });
+    }
+
+    /// The arena's address, which identifies it while it is borrowed.
+    #[inline(always)]
+    fn address(&self) -> NonNull<()> {
+        NonNull::from(self).cast()
+    }
+
+    /// Slot `index`, below [`Arena::slots`].
+    fn slot_at(&self, index: usize) -> *mut Slot {
+        if index < N {
+            // SAFETY: within the inline array.
+            return unsafe { self.inline_slots().add(index) };
+        }
+        // `current` holds the last slot; the one sought is there or in a segment before.
+        let mut segment = self.current().expect("past the inline slots");
+        loop {
+            // SAFETY: the arena's segments are live until it is dropped.
+            let header = unsafe { Segment::header(segment) };
+            if header.start <= index {
+                // SAFETY: `index` is within the segment, which starts at `header.start`.
+                return unsafe { Segment::slots(segment).add(index - header.start) };
+            }
+            segment = header
+                .prev
+                .expect("the first segment starts right after the inline slots");
+        }
+    }
+
+    /// Takes the closure of `claim` out of the arena, ahead of the drains, which pass its
+    /// slot by; the caller consumes it (after letting go of anything that must not be held
+    /// while user code runs).
+    ///
+    /// # Panics
+    ///
+    /// If `claim` was made by another arena (a bug of the caller).
+    pub(crate) fn take_entry(&self, claim: Claim<'_>) -> Taken<'env> {
+        Taken {
+            slot: self.vacate(claim),
+            _closure: PhantomData,
+        }
+    }
+
+    /// The line that registered the closure of `claim`, if the arena records it.
+    pub(crate) fn line_of(&self, claim: &Claim<'_>) -> Option<&'static Location<'static>> {
+        // SAFETY: as in `sites_mut`; the reference ends here.
+        self.sites_ptr()
+            .and_then(|sites| unsafe { sites.as_ref() }.line_of(claim.index))
+    }
+
+    /// Moves the closure of `claim` out of its slot, which is left vacant, or dropped from the
+    /// storage with the vacant slots below it if it was the last.
+    fn vacate(&self, claim: Claim<'_>) -> Slot {
+        assert!(
+            claim.arena == self.address(),
+            "an entry consumed through another scope than its own"
+        );
+        let (index, slots) = (claim.index, self.slots());
+        debug_assert!(index < slots);
+        // SAFETY: a claim stands for a pending closure of this arena (checked above) that no
+        // drain consumed, since the arena stayed borrowed for as long as the claim lived, and
+        // that nothing else vacated, since a claim is made once per closure and consumed here.
+        // Its owner gave up the closure's borrow before using it.
+        let taken = unsafe { Slot::vacate(self.slot_at(index)) };
+        if index + 1 == slots {
+            self.shorten(index);
+        } else {
+            self.set_vacated(self.vacated() + 1);
+            if let Some(sites) = self.sites_ptr() {
+                // SAFETY: as in `sites_mut`; the reference ends here.
+                unsafe { &mut *sites.as_ptr() }.vacate(index, slots);
+            }
+        }
+        taken
+    }
+
+    /// Drops the last slot, `last`, just vacated, from the storage, with the vacant slots
+    /// right below it: the last slot is never vacant.
+    fn shorten(&self, last: usize) {
+        let (mut kept, mut vacated) = (last, self.vacated());
+        // SAFETY: below `last`, with a vacant slot somewhere below while `vacated > 0`.
+        while vacated > 0 && unsafe { Slot::is_vacant(self.slot_at(kept - 1)) } {
+            kept -= 1;
+            vacated -= 1;
+        }
+        self.set_vacated(vacated);
+        if let Some(sites) = self.sites_ptr() {
+            // SAFETY: as in `sites_mut`; the reference ends here.
+            unsafe { &mut *sites.as_ptr() }.pop(last, kept);
+        }
+        if kept == 0 {
+            self.used.set(self.emptied());
+        } else {
+            self.used
+                .set((self.used.get() & (EXTRAS | TRACKING | VACATED)) | (kept * SLOT));
+        }
+        // By the invariant, `current` holds the last slot, or is the first segment.
+        if let Some(mut segment) = self.current() {
+            loop {
+                // SAFETY: the arena's segments are live until it is dropped.
+                let header = unsafe { Segment::header(segment) };
+                match header.prev {
+                    Some(prev) if header.start >= kept => segment = prev,
+                    _ => break,
+                }
+            }
+            // Also bounds the fast path anew, for the profile's next sample.
+            self.enter(segment);
+        }
+    }
+
+    /// Marks the vacant slots in the sites, which did not record them (they were vacated
+    /// before the sites existed): tracking is about to count every slot's line.
+    fn mark_vacant_sites(&self) {
+        let (Some(sites), true) = (self.sites_ptr(), self.vacated() > 0) else {
+            return;
+        };
+        let slots = self.slots();
+        for index in 0..slots {
+            // SAFETY: below `slots`, so initialised.
+            if unsafe { Slot::is_vacant(self.slot_at(index)) } {
+                // SAFETY: as in `sites_mut`; the reference ends here.
+                unsafe { &mut *sites.as_ptr() }.mark_vacant(index, slots);
+            }
+        }
     }
 
     /// How many closures can be pending without allocating: the inline slots and every
@@ -661,7 +895,7 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
     /// the inverse of `take`. This arena keeps its extras; the storage it grew meanwhile is
     /// freed, and so are `taken`'s extras.
     pub(crate) fn put_back(&mut self, mut taken: Self) {
-        debug_assert_eq!(self.len(), 0);
+        debug_assert_eq!(self.slots(), 0);
         self.swap_storage(&mut taken);
     }
 
@@ -770,13 +1004,18 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
         } else {
             self.leave_segment_slot(last)
         };
+        // SAFETY: the last slot is initialised.
+        let vacant = used & VACATED != 0 && unsafe { Slot::is_vacant(slot) };
         // The slot leaves the arena before it is consumed, so it is consumed exactly once even
         // if it panics. The flags, if any, are unchanged by the decrement.
-        self.used.set(if last == 0 {
-            self.emptied()
+        if last == 0 {
+            self.used.set(self.emptied());
         } else {
-            used - SLOT
-        });
+            self.used.set(used - SLOT);
+            if vacant {
+                self.set_vacated(self.vacated() - 1);
+            }
+        }
         // SAFETY: the slot was the last initialised one, which the arena no longer counts;
         // `&mut self` means no reference lent out by a `hold` is alive. The future's lifetime
         // is put back as `'env`, which every closure stored here outlives.
@@ -821,7 +1060,7 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
     #[inline(never)]
     fn consume_all_slow(&mut self, mode: Mode) {
         self.forget_sites(0);
-        let count = self.len();
+        let count = self.slots();
         if count <= N {
             self.detach_inline(count * SLOT, mode).consume_all();
         } else {
@@ -834,7 +1073,7 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
     #[cfg(feature = "std")]
     fn consume_all_caught(&mut self, mode: Mode) -> Option<Payload> {
         self.forget_sites(0);
-        let count = self.len();
+        let count = self.slots();
         if count <= N {
             self.detach_inline(count * SLOT, mode).consume_all_caught()
         } else {
@@ -901,7 +1140,7 @@ impl<const N: usize, X> Arena<'_, N, X> {
     /// Frees the segments and the extras of a drained arena, which is left empty, as new:
     /// what dropping it does, for an owner that keeps it in a `ManuallyDrop`.
     pub(crate) fn release(&mut self) {
-        debug_assert_eq!(self.len(), 0, "only a drained arena is released");
+        debug_assert_eq!(self.slots(), 0, "only a drained arena is released");
         if !self.is_unused() {
             self.free();
             self.used.set(0);

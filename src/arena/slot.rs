@@ -169,6 +169,17 @@ impl<D: Deferred> Boxed<D> {
     }
 }
 
+/// The shims of a vacant slot, whose closure an entry handle already consumed: every drain
+/// passes it by with one call that does nothing, so vacating a slot is O(1) and no drain
+/// needs a test of its own. A `static`, so that its address identifies a vacant slot.
+static VACANT: Shims = Shims {
+    run: |_| (),
+    discard: |_| (),
+    run_in: |_, _| (),
+    #[cfg(feature = "std")]
+    start: |_, _| None,
+};
+
 /// One type-erased deferred closure, as it sits in the arena's storage.
 pub(crate) struct Slot {
     /// Invariant: `shims` were chosen together with `payload` by [`Slot::write`] for one
@@ -250,6 +261,48 @@ impl Slot {
                 Mode::RunIn(mut context) => (shims.run_in)(payload, context.as_mut()),
             }
         }
+    }
+
+    /// Moves the closure out of `slot` and leaves the slot vacant: drains pass it by. The
+    /// closure now belongs to the returned slot, which must be [consumed](Slot::consume).
+    ///
+    /// # Safety
+    /// `slot` must point to an initialised slot that is pending (not vacant) and to which no
+    /// reference is alive: nothing lent out of it by `hold`.
+    pub(crate) unsafe fn vacate(slot: *mut Self) -> Self {
+        // SAFETY: the caller guarantees an initialised slot that nothing borrows: a bitwise
+        // move of its closure (which is not pinned) to the copy, which alone owns it once the
+        // shims left behind say the slot holds nothing.
+        unsafe {
+            let taken = slot.read();
+            (&raw mut (*slot).shims).write(&VACANT);
+            taken
+        }
+    }
+
+    /// Whether the slot is vacant.
+    ///
+    /// # Safety
+    /// `slot` must point to an initialised slot.
+    pub(crate) unsafe fn is_vacant(slot: *const Self) -> bool {
+        // SAFETY: the caller guarantees the slot is initialised.
+        core::ptr::eq(unsafe { (*slot).shims }, &VACANT)
+    }
+
+    /// Runs or drops the closure of a slot moved out by [`Slot::vacate`].
+    pub(crate) fn consume(mut self, mode: Mode) {
+        // SAFETY: `self` owns its closure (see `vacate`) and is consumed here, once.
+        unsafe { Self::consume_in_place(&raw mut self, mode) }
+    }
+
+    #[cfg(feature = "std")]
+    /// [`Slot::start_in_place`] for a slot moved out by [`Slot::vacate`].
+    ///
+    /// # Safety
+    /// The result as for [`erase`].
+    pub(crate) unsafe fn start(mut self, context: &mut DrainContext) -> Option<Started<'static>> {
+        // SAFETY: as in `consume`; the caller takes on `erase`'s contract.
+        unsafe { Self::start_in_place(&raw mut self, context) }
     }
 
     #[cfg(feature = "std")]

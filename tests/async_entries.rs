@@ -1,0 +1,199 @@
+//! `AsyncScope` on par with Python's `AsyncExitStack`: `dismiss`, `take` (`pop_all`), the
+//! outcome-aware cleanups sync and async in one LIFO order, and single-entry handles.
+#![cfg(all(feature = "std", not(miri)))] // tokio's runtime; `async_core.rs` runs under Miri
+
+use std::sync::{Arc, Mutex};
+
+use scoped_defer::{AsyncScope, Held, async_scope, try_async_scope};
+
+#[derive(Clone, Default)]
+struct Log(Arc<Mutex<Vec<String>>>);
+
+impl Log {
+    fn push(&self, entry: impl Into<String>) {
+        self.0.lock().unwrap().push(entry.into());
+    }
+
+    fn all(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+
+    fn later(&self, entry: &'static str) -> impl Future<Output = ()> + Send + 'static {
+        let log = self.clone();
+        async move {
+            tokio::task::yield_now().await;
+            log.push(entry);
+        }
+    }
+
+    fn now(&self, entry: &'static str) -> impl FnOnce() + Send + 'static {
+        let log = self.clone();
+        move || log.push(entry)
+    }
+}
+
+#[tokio::test]
+async fn outcome_aware_cleanups_sync_and_async_keep_one_lifo_order() {
+    for fails in [false, true] {
+        let log = Log::default();
+        let result = try_async_scope(async |s| {
+            s.defer(log.now("always 1"));
+            s.defer_async_on_error(log.later("async on error"));
+            s.defer_on_success(log.now("sync on success"));
+            s.defer_async_on_success(log.later("async on success"));
+            s.defer_on_error(log.now("sync on error"));
+            s.defer_async(log.later("always 2"));
+            if fails { Err("failed") } else { Ok(()) }
+        })
+        .await;
+        assert_eq!(result.is_err(), fails);
+        let expected: &[&str] = if fails {
+            &["always 2", "sync on error", "async on error", "always 1"]
+        } else {
+            &[
+                "always 2",
+                "async on success",
+                "sync on success",
+                "always 1",
+            ]
+        };
+        assert_eq!(log.all(), expected, "fails: {fails}");
+    }
+}
+
+#[tokio::test]
+async fn a_failed_cleanup_turns_the_later_ones_to_failure() {
+    let log = Log::default();
+    let result = try_async_scope(async |s| {
+        s.defer_async_on_success(log.later("on success: skipped"));
+        s.defer_on_error(log.now("on error: ran"));
+        s.defer_async_fallible(async { Err::<(), _>("flush failed") });
+        Ok::<_, &str>(())
+    })
+    .await;
+    assert!(result.is_err());
+    assert_eq!(log.all(), ["on error: ran"]);
+}
+
+#[tokio::test]
+async fn a_cancelled_scope_counts_as_failed_for_sync_cleanups() {
+    let log = Log::default();
+    let scope = AsyncScope::new();
+    scope.defer_on_success(log.now("on success"));
+    scope.defer_on_error(log.now("on error"));
+    drop(scope);
+    assert_eq!(log.all(), ["on error"]);
+}
+
+#[tokio::test]
+async fn dismiss_drops_everything_unrun_and_take_hands_it_over() {
+    let log = Log::default();
+    let mut scope = AsyncScope::with_stats();
+    scope.defer(log.now("sync"));
+    scope.defer_async(log.later("async"));
+    scope.dismiss();
+    assert_eq!(scope.stats().unwrap().dismissed, 2);
+    scope.defer(log.now("first"));
+    scope.defer_async(log.later("second"));
+    let taken = scope.take();
+    assert_eq!(scope.stats().unwrap().taken, 2);
+    scope.defer(log.now("mine"));
+    scope.finish().await.unwrap();
+    assert_eq!(log.all(), ["mine"]);
+    taken.finish().await.unwrap();
+    assert_eq!(log.all(), ["mine", "second", "first"]);
+}
+
+#[tokio::test]
+async fn entries_cancel_release_and_run_now_in_a_spawned_task() {
+    let log = Log::default();
+    let task_log = log.clone();
+    // Handles are `Send`: kept across `.await` inside `tokio::spawn`.
+    let kept = tokio::spawn(async move {
+        let log = task_log;
+        async_scope(async |s| {
+            s.defer(log.now("outer"));
+            let entry = s.defer_entry(log.now("cancelled"));
+            let lease = s.hold_async_entry(String::from("lease"), {
+                let log = log.clone();
+                move |lease| async move { log.push(format!("returned {lease}")) }
+            });
+            let server = s.hold_async_entry(8080, {
+                let log = log.clone();
+                move |port| async move {
+                    tokio::task::yield_now().await;
+                    log.push(format!("stopped {port}"));
+                }
+            });
+            s.defer_async(log.later("inner"));
+            tokio::task::yield_now().await;
+            entry.cancel();
+            assert_eq!(*server, 8080);
+            Held::run_now_async(server).await;
+            tokio::task::yield_now().await;
+            Held::release(lease)
+        })
+        .await
+    })
+    .await
+    .unwrap();
+    assert_eq!(kept, "lease");
+    assert_eq!(log.all(), ["stopped 8080", "inner", "outer"]);
+}
+
+#[tokio::test]
+async fn run_now_async_resumes_a_cleanup_panic_after_the_entry_left() {
+    let log = Log::default();
+    let task_log = log.clone();
+    let panicked = tokio::spawn(async move {
+        let scope = AsyncScope::new();
+        scope.defer(task_log.now("remaining"));
+        let held = scope.hold_async_entry((), |()| async { panic!("stop failed") });
+        Held::run_now_async(held).await;
+        task_log.push("not reached");
+    })
+    .await;
+    // The panic resumed in the task; the scope's pending closure ran as it dropped.
+    let payload = panicked.unwrap_err().into_panic();
+    assert_eq!(payload.downcast_ref::<&str>(), Some(&"stop failed"));
+    assert_eq!(log.all(), ["remaining"]);
+}
+
+#[tokio::test]
+async fn run_now_async_cancelled_hands_the_cleanup_to_the_runtime() {
+    let (done, mut finished) = tokio::sync::mpsc::unbounded_channel();
+    let scope = AsyncScope::new();
+    let held = scope.hold_async_entry(done, |done| async move {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        done.send("stopped").unwrap();
+    });
+    let cancelled = tokio::time::timeout(
+        std::time::Duration::from_millis(1),
+        Held::run_now_async(held),
+    )
+    .await;
+    assert!(cancelled.is_err(), "timed out mid-cleanup");
+    assert!(scope.is_empty());
+    assert_eq!(
+        finished.recv().await,
+        Some("stopped"),
+        "awaited by the runtime"
+    );
+    scope.finish().await.unwrap();
+}
+
+#[tokio::test]
+async fn stats_and_limits_count_async_entries() {
+    let mut scope = AsyncScope::with_limit(2);
+    scope.track_stats();
+    let first = scope.defer_entry(|| ());
+    let second = scope.hold_async_entry(1, |_| async {});
+    first.run_now();
+    assert_eq!(Held::release(second), 1);
+    let stats = scope.stats().unwrap();
+    assert_eq!(
+        (stats.ran, stats.dismissed, stats.pending, stats.high_water),
+        (1, 1, 0, 2)
+    );
+    scope.finish().await.unwrap();
+}
