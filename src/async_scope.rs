@@ -823,7 +823,7 @@ impl<T> crate::Held<'_, T, AsyncScope> {
     /// let (log, mut read) = mpsc::unbounded_channel();
     /// async_scope(async |s| {
     ///     let stop = log.clone();
-    ///     s.defer(move || log.send("scope ended").unwrap());
+    ///     s.defer(move || log.send(String::from("scope ended")).unwrap());
     ///     let server = s.hold_async_entry(8080, move |port| async move {
     ///         stop.send(format!("stopped {port}")).unwrap();
     ///     });
