@@ -517,7 +517,12 @@ impl AsyncScope {
                 future: PhantomData,
             })
             .into_entry();
-        crate::Held::new(&mut stored.held.value, self, claim, Self::consume_entry)
+        crate::Held::new(
+            stored.project(|stored| &mut stored.held.value),
+            self,
+            claim,
+            Self::consume_entry,
+        )
     }
 
     /// Consumes one entry early, as `end` says, after counting it; the closure runs once the

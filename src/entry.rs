@@ -9,7 +9,7 @@
 use core::fmt;
 use core::ops::{Deref, DerefMut};
 
-use crate::arena::{Claim, EntryEnd, Taken};
+use crate::arena::{Claim, EntryEnd, Lent, Taken};
 
 /// How a scope consumes one of its entries early: counts it, takes it out and consumes it.
 pub(crate) type ConsumeEntry<S> = fn(&S, Claim<'_>, EntryEnd);
@@ -123,7 +123,7 @@ impl<S: ?Sized> fmt::Debug for Entry<'_, S> {
 /// shadow a method of the value.
 pub struct Held<'a, T, S: ?Sized> {
     /// Invariant: `Some` until `release` takes it.
-    value: &'a mut Option<T>,
+    value: Lent<'a, Option<T>>,
     scope: &'a S,
     claim: Claim<'a>,
     consume: ConsumeEntry<S>,
@@ -131,7 +131,7 @@ pub struct Held<'a, T, S: ?Sized> {
 
 impl<'a, T, S: ?Sized> Held<'a, T, S> {
     pub(crate) fn new(
-        value: &'a mut Option<T>,
+        value: Lent<'a, Option<T>>,
         scope: &'a S,
         claim: Claim<'a>,
         consume: ConsumeEntry<S>,
@@ -150,8 +150,8 @@ impl<'a, T, S: ?Sized> Held<'a, T, S> {
     /// # Panics
     ///
     /// If dropping the cleanup's captures panics (the value is dropped too, then).
-    pub fn release(this: Self) -> T {
-        let value = this.value.take().expect("held until released");
+    pub fn release(mut this: Self) -> T {
+        let value = this.value.get_mut().take().expect("held until released");
         (this.consume)(this.scope, this.claim, EntryEnd::Discard);
         value
     }
@@ -191,13 +191,13 @@ impl<T, S: ?Sized> Deref for Held<'_, T, S> {
     type Target = T;
 
     fn deref(&self) -> &T {
-        self.value.as_ref().expect("held until released")
+        self.value.get().as_ref().expect("held until released")
     }
 }
 
 impl<T, S: ?Sized> DerefMut for Held<'_, T, S> {
     fn deref_mut(&mut self) -> &mut T {
-        self.value.as_mut().expect("held until released")
+        self.value.get_mut().as_mut().expect("held until released")
     }
 }
 

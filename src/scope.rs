@@ -572,7 +572,12 @@ impl<'env, const N: usize> Scope<'env, N> {
                 cleanup: releasable(cleanup),
             }))
             .into_entry();
-        crate::Held::new(&mut stored.0.value, self, claim, Self::consume_entry)
+        crate::Held::new(
+            stored.project(|stored| &mut stored.0.value),
+            self,
+            claim,
+            Self::consume_entry,
+        )
     }
 
     /// Consumes one entry early, as `end` says, after counting it.

@@ -257,7 +257,12 @@ impl<'env, const N: usize> SendScope<'env, N> {
                 cleanup: releasable(cleanup),
             }))
             .into_entry();
-        crate::Held::new(&mut stored.0.value, self, claim, Self::consume_entry)
+        crate::Held::new(
+            stored.project(|stored| &mut stored.0.value),
+            self,
+            claim,
+            Self::consume_entry,
+        )
     }
 
     fn consume_entry(&self, claim: Claim<'_>, end: EntryEnd) {

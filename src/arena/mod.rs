@@ -149,20 +149,6 @@ impl<'a, D> Stored<'a, D> {
         }
     }
 
-    /// The stored closure, lent out for as long as the arena is borrowed, and the claim that
-    /// consumes it early: [`Arena::consume_entry`] takes the claim, which the borrow of the
-    /// closure must have ended before (the claim's owner makes sure of that, by holding both
-    /// and giving up the borrow to use the claim).
-    #[inline(always)]
-    pub(crate) fn into_entry(self) -> (&'a mut D, Claim<'a>) {
-        let claim = Claim {
-            index: self.index,
-            arena: self.arena,
-            _arena: PhantomData,
-        };
-        (self.into_mut(), claim)
-    }
-
     /// The stored closure, lent out for as long as the arena is borrowed.
     #[inline(always)]
     pub(crate) fn into_mut(self) -> &'a mut D {
@@ -170,6 +156,63 @@ impl<'a, D> Stored<'a, D> {
         // arena, until a drain, which cannot happen while `'a` lasts; `self` is consumed, so
         // this is the only reference ever made to it.
         unsafe { &mut *self.closure.as_ptr() }
+    }
+
+    /// The stored closure, lent out for as long as the arena is borrowed, and the claim that
+    /// takes it out early ([`Arena::take_entry`]). The closure is lent as a [`Lent`], not a
+    /// reference, so that the handle that owns both holds no reference into the slot when
+    /// its claim is used.
+    #[inline(always)]
+    pub(crate) fn into_entry(self) -> (Lent<'a, D>, Claim<'a>) {
+        let claim = Claim {
+            index: self.index,
+            arena: self.arena,
+            _arena: PhantomData,
+        };
+        let lent = Lent {
+            closure: self.closure,
+            _arena: PhantomData,
+        };
+        (lent, claim)
+    }
+}
+
+/// A stored closure (or a part of it) lent out by [`Stored::into_entry`]: a unique pointer
+/// that hands out references only while it is itself borrowed, so that none is alive once
+/// it is moved into the call that uses its claim.
+pub(crate) struct Lent<'a, D> {
+    /// Invariant: as `Stored::closure`, and unique: every reference to the closure is made
+    /// through this value.
+    closure: NonNull<D>,
+    _arena: PhantomData<&'a mut D>,
+}
+
+// SAFETY: a `Lent` is a unique access to a `D`, like `&mut D`, which is `Send` if `D` is.
+unsafe impl<D: Send> Send for Lent<'_, D> {}
+// SAFETY: `&Lent` gives only `&D`, like `&&mut D`, which is `Sync` if `D` is.
+unsafe impl<D: Sync> Sync for Lent<'_, D> {}
+
+impl<'a, D> Lent<'a, D> {
+    /// The part of the closure that `part` picks.
+    #[inline(always)]
+    pub(crate) fn project<U>(mut self, part: impl FnOnce(&mut D) -> &mut U) -> Lent<'a, U> {
+        Lent {
+            closure: NonNull::from(part(self.get_mut())),
+            _arena: PhantomData,
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) fn get(&self) -> &D {
+        // SAFETY: by the invariant the closure stays in place and untouched by the arena while
+        // `'a` lasts, and every reference to it is made here, borrowing `self`.
+        unsafe { self.closure.as_ref() }
+    }
+
+    #[inline(always)]
+    pub(crate) fn get_mut(&mut self) -> &mut D {
+        // SAFETY: as in `get`, borrowing `self` mutably.
+        unsafe { self.closure.as_mut() }
     }
 }
 
