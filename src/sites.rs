@@ -312,7 +312,8 @@ impl Sites {
 
     /// The last slot, `last`, leaves early, and with it the vacant slots from `kept` on.
     pub(crate) fn pop(&mut self, last: usize, kept: usize) {
-        self.leave_count(last);
+        // Its own count goes with the slots `consumed` visits (the vacant ones have none).
+        self.leave_spill(last);
         self.consumed(kept, last + 1);
     }
 
@@ -320,10 +321,18 @@ impl Sites {
     #[cfg_attr(not(feature = "std"), allow(unused_variables))]
     fn leave_count(&mut self, index: usize) {
         #[cfg(feature = "std")]
+        if let Site::Counted(entry) = self.site_of(index) {
+            entry.remove(1);
+        }
+        self.leave_spill(index);
+    }
+
+    /// Takes slot `index`, leaving early, out of the count of the closures that were pending
+    /// when counting began, if it is one of them.
+    #[cfg_attr(not(feature = "std"), allow(unused_variables))]
+    fn leave_spill(&mut self, index: usize) {
+        #[cfg(feature = "std")]
         if self.counted {
-            if let Site::Counted(entry) = self.site_of(index) {
-                entry.remove(1);
-            }
             if let Some(spill) = &mut self.spill {
                 if index < spill.end {
                     spill.leave();

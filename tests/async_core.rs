@@ -247,3 +247,52 @@ fn a_cleanup_future_that_panics_on_drop_counts_as_a_panicking_cleanup() {
     );
     assert_eq!(*log.lock().unwrap(), [3, 1]);
 }
+
+/// Entries of an `AsyncScope` across growth: released, cancelled, run now (awaited) and kept,
+/// each consumed once, the rest in LIFO order.
+#[test]
+fn async_entries_are_consumed_once_across_growth() {
+    use scoped_defer::Held;
+    let log = Log::default();
+    let drops = Arc::new(AtomicUsize::new(0));
+    let kept = block_on(async {
+        let scope = AsyncScope::new();
+        let mut held = Vec::new();
+        for i in 0..20 {
+            let (log, counted) = (log.clone(), Counted(drops.clone()));
+            held.push(scope.hold_async_entry(counted, move |counted| async move {
+                YieldOnce(false).await;
+                log.lock().unwrap().push(i);
+                drop(counted);
+            }));
+        }
+        let entry = {
+            let (log, counted) = (log.clone(), Counted(drops.clone()));
+            scope.defer_entry(move || {
+                log.lock().unwrap().push(100);
+                drop(counted);
+            })
+        };
+        let mut released = Vec::new();
+        for (i, held) in held.into_iter().enumerate().rev() {
+            match i % 4 {
+                0 => released.push(Held::release(held)),
+                1 => Held::run_now_async(held).await,
+                _ => {}
+            }
+        }
+        entry.cancel();
+        assert_eq!(scope.len(), 10);
+        scope.finish().await.unwrap();
+        released.len()
+    });
+    assert_eq!(kept, 5);
+    let mut expected: Vec<usize> = (0..20).rev().filter(|i| i % 4 == 1).collect();
+    expected.extend((0..20).rev().filter(|i| i % 4 >= 2));
+    assert_eq!(*log.lock().unwrap(), expected);
+    assert_eq!(
+        drops.load(Ordering::Relaxed),
+        21,
+        "every capture dropped once"
+    );
+}

@@ -336,3 +336,41 @@ fn a_limit_holds_under_the_exact_profile() {
     drop(scope);
     assert_eq!(pending_at(line), 0);
 }
+
+/// Entries consumed early leave the report at once, whether their slot is left vacant or
+/// dropped from the storage, exact or sampled; none is counted twice when the scope ends.
+#[test]
+fn entries_consumed_early_leave_the_report() {
+    let _profile = exact();
+    for period in [1, 4] {
+        if period > 1 {
+            profile::enable_sampled(period);
+        }
+        let scope = Scope::new();
+        let line = line!() + 1;
+        let entries: Vec<_> = (0..PILE).map(|_| scope.defer_entry(|| ())).collect();
+        let counted = pending_at(line);
+        if period == 1 {
+            assert_eq!(counted, PILE);
+        }
+        for (i, entry) in entries.into_iter().enumerate() {
+            if i % 3 == 0 {
+                entry.cancel();
+            } else if i % 3 == 1 {
+                entry.run_now();
+            }
+        }
+        let left = pending_at(line);
+        assert!(left <= counted, "period {period}");
+        if period == 1 {
+            assert_eq!(left, PILE / 3, "the kept entries");
+        }
+        drop(scope);
+        assert_eq!(
+            pending_at(line),
+            0,
+            "period {period}: nothing counted twice or left"
+        );
+    }
+    profile::enable();
+}
