@@ -143,6 +143,8 @@ mod async_scope;
 mod bounds;
 #[cfg(doctest)]
 mod compile_fail;
+#[cfg(feature = "std")]
+mod concurrent;
 mod deferred;
 mod ending;
 mod error;
@@ -163,6 +165,8 @@ mod tracking;
 #[cfg(feature = "std")]
 pub use async_scope::{AsyncScope, async_scope, try_async_scope};
 pub use bounds::{CleanupError, CleanupOutput};
+#[cfg(feature = "std")]
+pub use concurrent::{for_each_concurrent_scoped, try_for_each_concurrent_scoped};
 pub use ending::try_scope;
 pub use error::{BoxError, CleanupErrors, LimitExceeded, ScopeError};
 #[doc(hidden)]
