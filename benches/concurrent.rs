@@ -17,7 +17,9 @@ const LIMIT: usize = 16;
 /// About 1.5 µs of work, split by an `.await` that really suspends.
 async fn work(item: u64) -> u64 {
     let half = |seed: u64| {
-        (0..600u64).fold(seed, |acc, i| black_box(acc.wrapping_mul(31).wrapping_add(i)))
+        (0..600u64).fold(seed, |acc, i| {
+            black_box(acc.wrapping_mul(31).wrapping_add(i))
+        })
     };
     let first = half(item);
     tokio::task::yield_now().await;
@@ -52,11 +54,15 @@ fn concurrent(c: &mut Criterion) {
     });
     group.bench_function("for_each_concurrent_scoped", |b| {
         b.iter(|| {
-            runtime.block_on(for_each_concurrent_scoped(0..ITEMS, LIMIT, async |s, item| {
-                s.defer_async(cleanup(item));
-                s.defer_async(cleanup(item + 1));
-                black_box(work(item).await);
-            }));
+            runtime.block_on(for_each_concurrent_scoped(
+                0..ITEMS,
+                LIMIT,
+                async |s, item| {
+                    s.defer_async(cleanup(item));
+                    s.defer_async(cleanup(item + 1));
+                    black_box(work(item).await);
+                },
+            ));
         });
     });
     group.finish();

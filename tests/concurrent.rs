@@ -112,7 +112,9 @@ async fn assert_server_saw_eof_on_each(server: &Server, connected: usize) {
             tokio::task::yield_now().await;
         }
     });
-    all_ended.await.expect("every connection reaches its end of stream");
+    all_ended
+        .await
+        .expect("every connection reaches its end of stream");
 }
 
 /// The test: 1,000 connections at limit 50, an error at item 100; items 60 to 99 are
@@ -146,7 +148,10 @@ async fn a_thousand_connections_at_limit_fifty_stop_at_the_first_error() -> io::
     );
     assert!(error.cleanup_errors().is_none(), "every shutdown succeeded");
     let started = counts.started.load(Ordering::SeqCst);
-    assert_eq!(started, 101, "item 100 fails in its first poll, before item 101 starts");
+    assert_eq!(
+        started, 101,
+        "item 100 fails in its first poll, before item 101 starts"
+    );
     assert_eq!(counts.started_after_failure.load(Ordering::SeqCst), 0);
     let peak = counts.peak.load(Ordering::SeqCst);
     assert!((2..=50).contains(&peak), "peak {peak}");
@@ -260,7 +265,11 @@ async fn a_failed_cleanup_stops_new_items_and_is_the_error() {
     let result = try_for_each_concurrent_scoped(0..100, 1, async |s, i| {
         started.fetch_add(1, Ordering::Relaxed);
         s.defer_async_fallible(async move {
-            if i == 3 { Err("close 3 failed") } else { Ok(()) }
+            if i == 3 {
+                Err("close 3 failed")
+            } else {
+                Ok(())
+            }
         });
         Ok::<(), io::Error>(())
     })
@@ -312,7 +321,13 @@ async fn limit_one_is_a_sequential_loop() {
     })
     .await;
     let expected: Vec<String> = (0..5)
-        .flat_map(|i| [format!("start {i}"), format!("end {i}"), format!("cleanup {i}")])
+        .flat_map(|i| {
+            [
+                format!("start {i}"),
+                format!("end {i}"),
+                format!("cleanup {i}"),
+            ]
+        })
         .collect();
     assert_eq!(log.all(), expected);
 }
@@ -395,7 +410,10 @@ fn a_cleanup_panic_resumes_after_every_cleanup() {
         }))
     });
     let payload = outcome.unwrap_err();
-    assert_eq!(*payload.downcast_ref::<&str>().unwrap(), "cleanup 4 panicked");
+    assert_eq!(
+        *payload.downcast_ref::<&str>().unwrap(),
+        "cleanup 4 panicked"
+    );
     let started = started.load(Ordering::Relaxed);
     assert_eq!(started, 5, "items 0 to 3 wait, item 4 fails at once");
     assert_eq!(log.all().len(), started);

@@ -89,8 +89,12 @@ fn every_item_runs_and_awaits_its_cleanups_last_first() {
     let log = log.lock().unwrap();
     assert_eq!(log.len(), 12);
     for i in 0..6 {
-        let last = log.iter().position(|e| *e == format!("{i}: registered last"));
-        let first = log.iter().position(|e| *e == format!("{i}: registered first"));
+        let last = log
+            .iter()
+            .position(|e| *e == format!("{i}: registered last"));
+        let first = log
+            .iter()
+            .position(|e| *e == format!("{i}: registered first"));
         assert!(last.unwrap() < first.unwrap(), "{log:?}");
     }
 }
@@ -108,7 +112,11 @@ fn the_first_error_cancels_the_others_and_awaits_their_cleanups() {
         s.defer_async_fallible(async move {
             yield_once().await;
             cleaned.fetch_add(1, Ordering::SeqCst);
-            if i == 1 { Err("cleanup 1 failed") } else { Ok(()) }
+            if i == 1 {
+                Err("cleanup 1 failed")
+            } else {
+                Ok(())
+            }
         });
         yield_once().await;
         if i == 2 {
@@ -216,12 +224,16 @@ fn an_iterator_that_panics() {
 #[test]
 fn items_that_never_suspend() {
     let count = Arc::new(AtomicUsize::new(0));
-    block_on(for_each_concurrent_scoped(0..common::scaled(1000), 2, async |s, _| {
-        let count = Arc::clone(&count);
-        s.defer(move || {
-            count.fetch_add(1, Ordering::Relaxed);
-        });
-    }));
+    block_on(for_each_concurrent_scoped(
+        0..common::scaled(1000),
+        2,
+        async |s, _| {
+            let count = Arc::clone(&count);
+            s.defer(move || {
+                count.fetch_add(1, Ordering::Relaxed);
+            });
+        },
+    ));
     assert_eq!(count.load(Ordering::Relaxed), common::scaled(1000));
 }
 
@@ -238,5 +250,9 @@ fn limit_one_and_an_empty_input() {
         .flat_map(|i| [format!("start {i}"), format!("cleanup {i}")])
         .collect();
     assert_eq!(*log.lock().unwrap(), expected);
-    block_on(for_each_concurrent_scoped(0..0, 1, async |_, _| unreachable!()));
+    block_on(for_each_concurrent_scoped(
+        0..0,
+        1,
+        async |_, _| unreachable!(),
+    ));
 }
