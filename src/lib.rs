@@ -79,6 +79,9 @@
 //!   registered first, on every exit ([`defer_async`](AsyncScope::defer_async),
 //!   [`hold_async`](AsyncScope::hold_async)), on any executor; what a cancelled scope does
 //!   with them is in one table under [`AsyncScope`].
+//! - [`try_for_each_concurrent_scoped`], [`for_each_concurrent_scoped`]: Go's `errgroup` with
+//!   `SetLimit` for async I/O, each item with its own [`AsyncScope`]; the first failure stops
+//!   new items and cancels the others, whose cleanups are still awaited before it returns.
 //! - [`report`]: where what cannot be returned goes (an error lost to a panic, the async
 //!   cleanups of a cancelled scope): a hook, set like `std::panic::set_hook` (`std` feature).
 //! - With the `rayon` feature, `par_for_each_scoped`, `par_try_for_each_scoped` and
