@@ -89,9 +89,12 @@ pub async fn for_each_concurrent_scoped<I>(
 ///   does: see [Cancellation](AsyncScope#cancellation) (with the `tokio` feature, spawned on
 ///   the runtime and awaited there).
 /// - **`Send`.** The loop's future is `Send` when the items, the body and its futures are, so
-///   it can be `tokio::spawn`ed. The body is an async closure; if rustc rejects one that
-///   borrows from its environment inside a spawned task ("implementation of `AsyncFn` is not
-///   general enough"), make it `async move` over owned or `Arc` captures.
+///   it can be `tokio::spawn`ed. Inside a spawned task, rustc rejects a body whose future
+///   keeps a borrow of the closure's captures or of the caller's locals across an `.await`
+///   ("implementation of `Send` is not general enough", the rust-lang/rust#110338 family):
+///   make it `async move`, and clone into the future what it uses across an `.await`
+///   (`async move |s, item| { let conns = Arc::clone(&conns); ... }`), as the example below
+///   does.
 ///
 /// # Across the runtime's threads
 ///

@@ -485,3 +485,35 @@ async fn items_up_to_the_limit_run_at_once() {
     })
     .await;
 }
+
+/// A runtime that shuts down with the loop in flight drops it: every started item's scope is
+/// cancelled and its cleanups, spawned on a runtime that is going away, are dropped once (and
+/// reported), without a panic or an abort.
+#[test]
+fn a_runtime_shutdown_drops_every_started_item_once() {
+    struct Counted(Arc<AtomicUsize>);
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let (started, dropped) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let (task_started, task_dropped) = (Arc::clone(&started), Arc::clone(&dropped));
+    runtime.spawn(for_each_concurrent_scoped(0..10, 4, async move |s, _| {
+        task_started.fetch_add(1, Ordering::SeqCst);
+        let token = Counted(Arc::clone(&task_dropped));
+        s.defer_async(async move { drop(token) });
+        std::future::pending::<()>().await;
+    }));
+    runtime.block_on(async {
+        while started.load(Ordering::SeqCst) < 4 {
+            tokio::task::yield_now().await;
+        }
+    });
+    drop(runtime);
+    assert_eq!(started.load(Ordering::SeqCst), 4);
+    assert_eq!(dropped.load(Ordering::SeqCst), 4);
+}
