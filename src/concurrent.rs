@@ -108,9 +108,9 @@ pub async fn for_each_concurrent_scoped<I>(
 /// # async fn main() {
 /// use scoped_defer::try_for_each_concurrent_scoped;
 ///
-/// let items: Vec<u32> = (0..1000).collect();
+/// let items: Vec<u32> = (0..100).collect();
 /// let mut shards = tokio::task::JoinSet::new();
-/// for shard in items.chunks(250).map(<[u32]>::to_vec) {
+/// for shard in items.chunks(25).map(<[u32]>::to_vec) {
 ///     shards.spawn(try_for_each_concurrent_scoped(shard, 16, async move |s, item| {
 ///         s.defer_async(async move { tokio::task::yield_now().await });
 ///         if item == 1_000_000 { Err("no such item") } else { Ok(()) }

@@ -14,7 +14,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
-use scoped_defer::{ScopeError, for_each_concurrent_scoped, try_for_each_concurrent_scoped};
+use scoped_defer::{
+    AsyncScope, ScopeError, for_each_concurrent_scoped, try_for_each_concurrent_scoped,
+};
 
 /// Pending once (after waking its task), then ready: an `.await` that really suspends.
 struct YieldOnce(bool);
@@ -255,4 +257,49 @@ fn limit_one_and_an_empty_input() {
         1,
         async |_, _| unreachable!(),
     ));
+}
+
+/// A body whose future panics when polled, then again when dropped: the first panic is the
+/// one that resumes.
+#[test]
+fn a_body_future_that_panics_in_poll_and_in_drop() {
+    struct PanicsTwice;
+    impl Future for PanicsTwice {
+        type Output = ();
+        fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+            panic!("in poll");
+        }
+    }
+    impl Drop for PanicsTwice {
+        fn drop(&mut self) {
+            panic!("in drop");
+        }
+    }
+    common::quiet_panics();
+    let caught = common::catch_expected(|| {
+        block_on(for_each_concurrent_scoped(0..1, 1, |_: &AsyncScope, _| {
+            PanicsTwice
+        }))
+    });
+    assert_eq!(
+        *caught.unwrap_err().downcast_ref::<&str>().unwrap(),
+        "in poll"
+    );
+}
+
+/// Items that end without suspending are started a bounded number at a time: the loop
+/// yields to its executor between batches instead of running the whole iterator in one poll.
+#[test]
+fn the_loop_yields_between_batches_of_items_that_never_suspend() {
+    let count = Arc::new(AtomicUsize::new(0));
+    let mut running = Box::pin(for_each_concurrent_scoped(0..1000, 2, async |_, _| {
+        count.fetch_add(1, Ordering::Relaxed);
+    }));
+    let polled = running
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()));
+    assert!(polled.is_pending(), "yielded");
+    let started = count.load(Ordering::Relaxed);
+    assert!((1..1000).contains(&started), "started {started}");
+    drop(running);
 }
