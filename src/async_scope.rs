@@ -1202,6 +1202,20 @@ fn spawn_detached(futures: Vec<Started<'static>>) {
     });
 }
 
+/// For a concurrent loop ([`crate::concurrent`]), which cancels an item by dropping its body
+/// and not its scope, then awaits the scope's cleanups itself rather than letting a cancelled
+/// scope spawn them: the same drain, with its errors (and their sites) and first panic handed
+/// back to be settled across the items, instead of returned, reported or resumed here.
+impl AsyncScope {
+    pub(crate) async fn drain_for_group(
+        &mut self,
+        outcome: Outcome,
+    ) -> (DrainContext, Option<Payload>) {
+        let Drained { context, panic } = self.drain(outcome).await;
+        (context, panic)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use core::sync::atomic::Ordering::Relaxed;

@@ -79,6 +79,9 @@
 //!   registered first, on every exit ([`defer_async`](AsyncScope::defer_async),
 //!   [`hold_async`](AsyncScope::hold_async)), on any executor; what a cancelled scope does
 //!   with them is in one table under [`AsyncScope`].
+//! - [`try_for_each_concurrent_scoped`], [`for_each_concurrent_scoped`]: Go's `errgroup` with
+//!   `SetLimit` for async I/O, each item with its own [`AsyncScope`]; the first failure stops
+//!   new items and cancels the others, whose cleanups are still awaited before it returns.
 //! - [`report`]: where what cannot be returned goes (an error lost to a panic, the async
 //!   cleanups of a cancelled scope): a hook, set like `std::panic::set_hook` (`std` feature).
 //! - With the `rayon` feature, `par_for_each_scoped`, `par_try_for_each_scoped` and
@@ -143,6 +146,8 @@ mod async_scope;
 mod bounds;
 #[cfg(doctest)]
 mod compile_fail;
+#[cfg(feature = "std")]
+mod concurrent;
 mod deferred;
 mod ending;
 mod entry;
@@ -164,6 +169,8 @@ mod tracking;
 #[cfg(feature = "std")]
 pub use async_scope::{AsyncScope, async_scope, try_async_scope};
 pub use bounds::{CleanupError, CleanupOutput};
+#[cfg(feature = "std")]
+pub use concurrent::{for_each_concurrent_scoped, try_for_each_concurrent_scoped};
 pub use ending::try_scope;
 pub use entry::{Entry, Held};
 pub use error::{BoxError, CleanupErrors, LimitExceeded, ScopeError};

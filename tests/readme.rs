@@ -266,6 +266,30 @@ fn awaited() -> io::Result<()> {
     Ok(())
 }
 
+/// The concurrent loop rows of both tables.
+#[test]
+#[cfg_attr(miri, ignore)] // tokio's runtime
+fn concurrent() {
+    use scoped_defer::{for_each_concurrent_scoped, try_for_each_concurrent_scoped};
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let (items, limit, n) = ((0..10).map(|i| i.to_string()), 4, 4);
+        let result = try_for_each_concurrent_scoped(items, limit, async |s, item| {
+            s.defer_async(async move { drop(item) });
+            Ok::<(), io::Error>(())
+        });
+        result.await.unwrap();
+        let items = (0..10).map(|i| i.to_string());
+        for_each_concurrent_scoped(items, n, async |s, item| {
+            s.defer(move || drop(item));
+        })
+        .await;
+    });
+}
+
 /// The README's tables: the second column of every table whose header is one of these.
 const TABLES: [&str; 2] = ["| you write | here |", "| you want | use |"];
 
