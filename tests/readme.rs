@@ -107,6 +107,25 @@ fn coming_from_go_python_or_cpp() -> io::Result<()> {
     Ok(())
 }
 
+/// The entry rows of both tables.
+#[test]
+fn entries() {
+    use scoped_defer::{Held, Scope};
+
+    let ran = Cell::new(0);
+    let f = || ran.set(ran.get() + 1);
+    let (value, cleanup) = (String::from("kept"), |_: String| ran.set(ran.get() + 10));
+    let s = Scope::new();
+    let undo = s.defer_entry(f);
+    undo.cancel();
+    let undo = s.defer_entry(f);
+    undo.run_now();
+    let v = s.hold_entry(value, cleanup);
+    assert_eq!(Held::release(v), "kept");
+    drop(s);
+    assert_eq!(ran.get(), 1);
+}
+
 /// "What is in the crate".
 #[test]
 #[cfg_attr(miri, ignore)] // files

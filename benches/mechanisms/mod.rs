@@ -28,7 +28,7 @@ fn work(sink: &Sink, x: u64) {
 pub type Mechanism = fn(&Sink, usize);
 
 /// The mechanisms by name, in the order the reports list them.
-pub const MECHANISMS: [(&str, Mechanism); 12] = [
+pub const MECHANISMS: [(&str, Mechanism); 15] = [
     ("direct call", direct),
     ("scopeguard guard", scopeguard_guard),
     ("indirect call (floor)", indirect_call),
@@ -37,6 +37,9 @@ pub const MECHANISMS: [(&str, Mechanism); 12] = [
     ("Scope::defer, stats", scope_defer_stats),
     ("Scope::defer, profiled", scope_defer_profiled),
     ("Scope::defer, sampled", scope_defer_sampled),
+    ("Scope::hold", scope_hold),
+    ("Scope::defer_entry", scope_defer_entry),
+    ("Scope::hold_entry", scope_hold_entry),
     ("Vec<Box<dyn FnOnce()>>", boxed_vec),
     ("async: .await by hand", awaited::by_hand),
     ("AsyncScope::defer_async", awaited::defer_async),
@@ -115,6 +118,36 @@ pub fn scope_defer_sampled(sink: &Sink, n: usize) {
     scoped_defer::profile::enable_sampled(scoped_defer::profile::DEFAULT_SAMPLE_PERIOD);
     scope_defer(sink, n);
     scoped_defer::profile::disable();
+}
+
+/// A value held with its cleanup, lent back and used once.
+#[inline(never)]
+pub fn scope_hold(sink: &Sink, n: usize) {
+    let scope: Scope<'_> = Scope::new();
+    for i in 0..n {
+        let x = scope.hold(i as u64, move |x| work(sink, x));
+        *x += 1;
+    }
+}
+
+/// `Scope::defer` through an entry handle that is dropped: the closure runs with the others.
+#[inline(never)]
+pub fn scope_defer_entry(sink: &Sink, n: usize) {
+    let scope: Scope<'_> = Scope::new();
+    for i in 0..n {
+        let x = i as u64;
+        black_box(scope.defer_entry(move || work(sink, x)));
+    }
+}
+
+/// `Scope::hold` through an entry handle, used once and dropped.
+#[inline(never)]
+pub fn scope_hold_entry(sink: &Sink, n: usize) {
+    let scope: Scope<'_> = Scope::new();
+    for i in 0..n {
+        let mut x = scope.hold_entry(i as u64, move |x| work(sink, x));
+        *x += 1;
+    }
 }
 
 /// The usual hand-rolled stack: a `Vec` of boxed closures, popped at the end.
