@@ -8,7 +8,7 @@ use core::marker::PhantomData;
 use core::mem::ManuallyDrop;
 use core::panic::Location;
 
-use crate::arena::{Arena, Claim, EntryEnd, Stored};
+use crate::arena::{Arena, Claim, EntryEnd, Lent, Stored};
 use crate::bounds::{CleanupError, CleanupOutput};
 use crate::deferred::{Call, Deferred, Fallible, Held, OnFailure, OnSuccess, Outcome, Plain};
 use crate::entry::{self, Entry};
@@ -566,18 +566,30 @@ impl<'env, const N: usize> Scope<'env, N> {
         C: FnOnce(T) -> R + 'env,
         R: CleanupOutput + 'env,
     {
+        let (value, claim) = self.push_held(value, cleanup);
+        crate::Held::new(value, self, claim, Self::consume_entry)
+    }
+
+    /// Stores `value` with `cleanup` for an entry handle: the value lent out, and the claim.
+    #[inline]
+    #[track_caller]
+    pub(crate) fn push_held<T, C, R>(
+        &self,
+        value: T,
+        cleanup: C,
+    ) -> (Lent<'_, Option<T>>, Claim<'_>)
+    where
+        T: 'env,
+        C: FnOnce(T) -> R + 'env,
+        R: CleanupOutput + 'env,
+    {
         let (stored, claim) = self
             .push(Plain(Held {
                 value: Some(value),
                 cleanup: releasable(cleanup),
             }))
             .into_entry();
-        crate::Held::new(
-            stored.project(|stored| &mut stored.0.value),
-            self,
-            claim,
-            Self::consume_entry,
-        )
+        (stored.project(|stored| &mut stored.0.value), claim)
     }
 
     /// Consumes one entry early, as `end` says, after counting it.
@@ -1049,7 +1061,7 @@ impl<const N: usize> fmt::Debug for Scope<'_, N> {
 /// A held value's cleanup that accepts the value as `Option`, empty once an entry handle
 /// released it (then only the cleanup is dropped, never called: a released entry is
 /// discarded).
-pub(crate) fn releasable<T, R>(cleanup: impl FnOnce(T) -> R) -> impl FnOnce(Option<T>) {
+fn releasable<T, R>(cleanup: impl FnOnce(T) -> R) -> impl FnOnce(Option<T>) {
     move |value| {
         if let Some(value) = value {
             cleanup(value);

@@ -5,10 +5,9 @@ use core::fmt;
 use crate::Scope;
 use crate::arena::{Claim, EntryEnd};
 use crate::bounds::{CleanupError, CleanupOutput};
-use crate::deferred::{Held, Plain};
+use crate::deferred::Plain;
 use crate::entry::Entry;
 use crate::error::{BoxError, CleanupErrors, LimitExceeded};
-use crate::scope::releasable;
 use crate::stats::Stats;
 
 /// A [`Scope`] that accepts only `Send` closures (and a `Send` error handler), and so is
@@ -250,19 +249,8 @@ impl<'env, const N: usize> SendScope<'env, N> {
         C: FnOnce(T) -> R + Send + 'env,
         R: CleanupOutput + 'env,
     {
-        let (stored, claim) = self
-            .inner
-            .push(Plain(Held {
-                value: Some(value),
-                cleanup: releasable(cleanup),
-            }))
-            .into_entry();
-        crate::Held::new(
-            stored.project(|stored| &mut stored.0.value),
-            self,
-            claim,
-            Self::consume_entry,
-        )
+        let (value, claim) = self.inner.push_held(value, cleanup);
+        crate::Held::new(value, self, claim, Self::consume_entry)
     }
 
     fn consume_entry(&self, claim: Claim<'_>, end: EntryEnd) {

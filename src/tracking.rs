@@ -157,16 +157,12 @@ pub(crate) fn count_consumed<const N: usize, X: Tracked>(
     arena: &mut Arena<'_, N, X>,
     how: Consumed,
 ) {
-    let Some(tracking) = arena.extras().map(Tracked::tracking) else {
-        return;
-    };
-    let mut counters = tracking.counters.borrow_mut();
-    let Some(counters) = counters.as_mut() else {
-        return;
-    };
-    let new_high_water = counters.consumed(arena.len(), how);
-    arena.visit_lines(|line, count| {
-        counters.consumed_at(line, count, if new_high_water { count } else { 0 });
+    let arena = &*arena;
+    with_counters(arena, |counters| {
+        let new_high_water = counters.consumed(arena.len(), how);
+        arena.visit_lines(|line, count| {
+            counters.consumed_at(line, count, if new_high_water { count } else { 0 });
+        });
     });
 }
 
@@ -177,20 +173,28 @@ pub(crate) fn count_entry<const N: usize, X: Tracked>(
     line: Option<&'static Location<'static>>,
     how: Consumed,
 ) {
-    let Some(tracking) = arena.extras().map(Tracked::tracking) else {
+    with_counters(arena, |counters| {
+        // The closures pending now may be the most there ever were.
+        if counters.reached(arena.len()) {
+            arena.visit_lines(|line, count| counters.consumed_at(line, 0, count));
+        }
+        counters.count(how, 1);
+        if let Some(line) = line {
+            counters.consumed_at(line, 1, 0);
+        }
+    });
+}
+
+/// Runs `f` on the stats' counters, if the scope tracks stats.
+fn with_counters<const N: usize, X: Tracked>(
+    arena: &Arena<'_, N, X>,
+    f: impl FnOnce(&mut Counters),
+) {
+    let Some(extras) = arena.extras() else {
         return;
     };
-    let mut counters = tracking.counters.borrow_mut();
-    let Some(counters) = counters.as_mut() else {
-        return;
-    };
-    // The closures pending now may be the most there ever were.
-    if counters.reached(arena.len()) {
-        arena.visit_lines(|line, count| counters.consumed_at(line, 0, count));
-    }
-    counters.count(how, 1);
-    if let Some(line) = line {
-        counters.consumed_at(line, 1, 0);
+    if let Some(counters) = extras.tracking().counters.borrow_mut().as_mut() {
+        f(counters);
     }
 }
 

@@ -2,35 +2,10 @@
 //! outcome-aware cleanups sync and async in one LIFO order, and single-entry handles.
 #![cfg(all(feature = "std", not(miri)))] // tokio's runtime; `async_core.rs` runs under Miri
 
-use std::sync::{Arc, Mutex};
+mod common;
 
+use common::SharedLog as Log;
 use scoped_defer::{AsyncScope, Held, async_scope, try_async_scope};
-
-#[derive(Clone, Default)]
-struct Log(Arc<Mutex<Vec<String>>>);
-
-impl Log {
-    fn push(&self, entry: impl Into<String>) {
-        self.0.lock().unwrap().push(entry.into());
-    }
-
-    fn all(&self) -> Vec<String> {
-        self.0.lock().unwrap().clone()
-    }
-
-    fn later(&self, entry: &'static str) -> impl Future<Output = ()> + Send + 'static {
-        let log = self.clone();
-        async move {
-            tokio::task::yield_now().await;
-            log.push(entry);
-        }
-    }
-
-    fn now(&self, entry: &'static str) -> impl FnOnce() + Send + 'static {
-        let log = self.clone();
-        move || log.push(entry)
-    }
-}
 
 #[tokio::test]
 async fn outcome_aware_cleanups_sync_and_async_keep_one_lifo_order() {

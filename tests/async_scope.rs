@@ -2,37 +2,17 @@
 //! order, panics, errors, `Send`, and what cancellation does with the pending cleanups.
 #![cfg(all(feature = "std", not(miri)))] // tokio's runtime, sockets and files; `async_core.rs` runs under Miri
 
+mod common;
+
+use common::SharedLog as Log;
 use std::io;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use scoped_defer::{AsyncScope, ScopeError, async_scope, try_async_scope};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-
-/// A log shared with `'static` cleanups.
-#[derive(Clone, Default)]
-struct Log(Arc<Mutex<Vec<String>>>);
-
-impl Log {
-    fn push(&self, entry: impl Into<String>) {
-        self.0.lock().unwrap().push(entry.into());
-    }
-
-    fn all(&self) -> Vec<String> {
-        self.0.lock().unwrap().clone()
-    }
-
-    /// A future that logs `entry` after yielding once, so that it really is awaited.
-    fn later(&self, entry: &'static str) -> impl Future<Output = ()> + Send + 'static {
-        let log = self.clone();
-        async move {
-            tokio::task::yield_now().await;
-            log.push(entry);
-        }
-    }
-}
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
     payload

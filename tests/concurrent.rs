@@ -5,9 +5,10 @@
 
 mod common;
 
+use common::SharedLog as Log;
 use std::io;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use scoped_defer::{ScopeError, for_each_concurrent_scoped, try_for_each_concurrent_scoped};
@@ -204,20 +205,6 @@ async fn a_timeout_cancelling_the_whole_loop_hands_every_shutdown_to_the_runtime
     shut_down.await.expect("every spawned shutdown completes");
     assert_eq!(counts.shut_down.load(Ordering::SeqCst), connected);
     Ok(())
-}
-
-/// A log shared with `'static` cleanups.
-#[derive(Clone, Default)]
-struct Log(Arc<Mutex<Vec<String>>>);
-
-impl Log {
-    fn push(&self, entry: impl Into<String>) {
-        self.0.lock().unwrap().push(entry.into());
-    }
-
-    fn all(&self) -> Vec<String> {
-        self.0.lock().unwrap().clone()
-    }
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::block_on;
+use common::{YieldOnce, block_on};
 
 use std::future::Future;
 use std::pin::Pin;
@@ -17,21 +17,6 @@ use std::task::{Context, Poll, Waker};
 use scoped_defer::{
     AsyncScope, ScopeError, for_each_concurrent_scoped, try_for_each_concurrent_scoped,
 };
-
-/// Pending once (after waking its task), then ready: an `.await` that really suspends.
-struct YieldOnce(bool);
-
-impl Future for YieldOnce {
-    type Output = ();
-    fn poll(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<()> {
-        if self.0 {
-            return Poll::Ready(());
-        }
-        self.0 = true;
-        context.waker().wake_by_ref();
-        Poll::Pending
-    }
-}
 
 fn yield_once() -> YieldOnce {
     YieldOnce(false)

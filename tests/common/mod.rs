@@ -210,3 +210,51 @@ pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
         std::thread::park_timeout(std::time::Duration::from_millis(1));
     }
 }
+
+/// A log of strings shared with `'static`, `Send` cleanups (async ones among them).
+#[derive(Clone, Default)]
+pub struct SharedLog(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl SharedLog {
+    pub fn push(&self, entry: impl Into<String>) {
+        self.0.lock().unwrap().push(entry.into());
+    }
+
+    pub fn all(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// A future that logs `entry` after suspending once, so that it really is awaited.
+    pub fn later(&self, entry: &'static str) -> impl Future<Output = ()> + Send + 'static {
+        let log = self.clone();
+        async move {
+            YieldOnce(false).await;
+            log.push(entry);
+        }
+    }
+
+    /// A closure that logs `entry`.
+    pub fn now(&self, entry: &'static str) -> impl FnOnce() + Send + 'static {
+        let log = self.clone();
+        move || log.push(entry)
+    }
+}
+
+/// Pending once (after waking its task), then ready: an `.await` that really suspends, on
+/// any executor.
+pub struct YieldOnce(pub bool);
+
+impl Future for YieldOnce {
+    type Output = ();
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        context.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
+}
