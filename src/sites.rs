@@ -310,11 +310,25 @@ impl Sites {
         self.mark_vacant(index, len);
     }
 
-    /// The last slot, `last`, leaves early, and with it the vacant slots from `kept` on.
-    pub(crate) fn pop(&mut self, last: usize, kept: usize) {
+    /// The last slot, `last`, leaves early, and with it the vacant slots from `kept` on. A
+    /// storage left with no more than its `inline` slots is counted no more, as one that never
+    /// grew past them: the profile counts it anew from the next time it does.
+    #[cfg_attr(not(feature = "std"), allow(unused_variables))]
+    pub(crate) fn pop(&mut self, last: usize, kept: usize, inline: usize) {
         // Its own count goes with the slots `consumed` visits (the vacant ones have none).
         self.leave_spill(last);
         self.consumed(kept, last + 1);
+        #[cfg(feature = "std")]
+        if kept <= inline {
+            if let Some(spill) = self.spill.take() {
+                spill.entry.remove(spill.units);
+            }
+            self.next_sample = NOT_COUNTING;
+            self.counted = false;
+        } else if let Some(spill) = &mut self.spill {
+            // Slots registered from `kept` on are new: not among those the spill counts.
+            spill.end = spill.end.min(kept);
+        }
     }
 
     /// Takes slot `index`, leaving early, out of the profile's counts.

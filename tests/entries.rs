@@ -377,3 +377,20 @@ fn a_held_value_lent_out_stays_in_place_while_others_leave() {
     assert_eq!(Held::release(kept), "abc");
     assert!(scope.is_empty());
 }
+
+/// Stats begun after an entry was cancelled in a scope that never grew: the vacant slot is
+/// no line's pending closure.
+#[test]
+fn stats_begun_after_a_cancel_do_not_count_the_vacant_slot() {
+    let mut scope = Scope::new();
+    let cancelled = scope.defer_entry(|| ());
+    scope.defer(|| ());
+    cancelled.cancel();
+    scope.track_stats();
+    let stats = scope.stats().unwrap();
+    assert_eq!(stats.pending, 1);
+    assert_eq!(
+        stats.sites().iter().map(|site| site.pending).sum::<usize>(),
+        1
+    );
+}

@@ -374,3 +374,44 @@ fn entries_consumed_early_leave_the_report() {
     }
     profile::enable();
 }
+
+/// A scope that entries shrink back within its inline slots is counted no more, as one that
+/// never grew past them (nothing is kept for the closures that left, and its storage is
+/// freed when it ends); when it grows again it is counted anew, exactly.
+#[test]
+fn a_scope_shrunk_back_inline_by_entries_is_counted_anew() {
+    let _profile = exact();
+    {
+        let s = Scope::new();
+        let line = line!() + 1;
+        let mut entries: Vec<_> = (0..9).map(|_| Some(s.defer_entry(|| ()))).collect();
+        assert_eq!(pending_at(line), 9);
+        for entry in entries[1..].iter_mut().rev() {
+            entry.take().unwrap().cancel();
+        }
+        assert_eq!((s.len(), pending_at(line)), (1, 0));
+        drop(entries);
+    }
+
+    let s = Scope::new();
+    let first = line!() + 1;
+    let mut entries: Vec<_> = (0..20).map(|_| Some(s.defer_entry(|| ()))).collect();
+    for entry in entries[3..].iter_mut().rev() {
+        entry.take().unwrap().cancel();
+    }
+    assert_eq!((s.len(), pending_at(first)), (3, 0));
+    let again = line!() + 1;
+    let later: Vec<_> = (0..20).map(|_| s.defer_entry(|| ())).collect();
+    assert_eq!(
+        pending_at(first) + pending_at(again),
+        s.len(),
+        "all counted again"
+    );
+    for entry in later.into_iter().step_by(3) {
+        entry.cancel();
+    }
+    assert_eq!(pending_at(first) + pending_at(again), s.len());
+    drop(entries);
+    drop(s);
+    assert_eq!(pending_at(first) + pending_at(again), 0);
+}

@@ -693,9 +693,10 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
         }
         let slots = self.slots();
         self.sites_mut().start_tracking(slots, site);
-        self.mark_vacant_sites();
-        // Every registration now takes the slow path, so no profile bound is needed.
+        // Every registration now takes the slow path, so no profile bound is needed. (Set
+        // before the vacant slots are marked: with it, the sites are always there.)
         self.used.set(self.used.get() | TRACKING);
+        self.mark_vacant_sites();
     }
 
     /// How many pending closures each known line registered, in order of first registration.
@@ -824,7 +825,7 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
         self.set_vacated(vacated);
         if let Some(sites) = self.sites_ptr() {
             // SAFETY: as in `sites_mut`; the reference ends here.
-            unsafe { &mut *sites.as_ptr() }.pop(last, kept);
+            unsafe { &mut *sites.as_ptr() }.pop(last, kept, N);
         }
         if kept == 0 {
             self.used.set(self.emptied());
