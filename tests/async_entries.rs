@@ -161,8 +161,11 @@ async fn run_now_async_cancelled_hands_the_cleanup_to_the_runtime() {
 async fn stats_and_limits_count_async_entries() {
     let mut scope = AsyncScope::with_limit(2);
     scope.track_stats();
+    assert!(scope.is_empty());
     let first = scope.defer_entry(|| ());
     let second = scope.hold_async_entry(1, |_| async {});
+    assert!(!scope.is_empty());
+    assert_eq!(scope.len(), 2);
     first.run_now();
     assert_eq!(Held::release(second), 1);
     let stats = scope.stats().unwrap();

@@ -394,3 +394,12 @@ fn stats_begun_after_a_cancel_do_not_count_the_vacant_slot() {
         1
     );
 }
+
+#[test]
+fn handles_show_what_they_hold() {
+    let scope = Scope::new();
+    let entry = scope.defer_entry(|| ());
+    let held = scope.hold_entry(5, drop);
+    assert_eq!(format!("{entry:?}"), "Entry { .. }");
+    assert_eq!(format!("{held:?}"), "Held(5)");
+}
