@@ -657,6 +657,52 @@ mod tests {
         assert_eq!(sites.by_line(3), [(a, 2), (b, 1)]);
     }
 
+    /// Neighbouring vacant slots make one run, and the slots around keep their line.
+    #[test]
+    fn vacant_neighbours_make_one_run() {
+        let a = Location::caller();
+        let mut sites = Sites::new();
+        for index in 0..6 {
+            sites.record(index, Site::Line(a));
+        }
+        sites.mark_vacant(2, 6);
+        sites.mark_vacant(3, 6);
+        sites.mark_vacant(3, 6);
+        assert_eq!(sites.runs.len(), 3, "{:?}", sites.runs);
+        assert_eq!(sites.by_line(6), [(a, 4)]);
+        // Unknown slots (before any run) likewise.
+        let mut unknown = Sites::new();
+        unknown.record(6, Site::Line(a));
+        unknown.mark_vacant(1, 7);
+        unknown.mark_vacant(2, 7);
+        assert_eq!(unknown.runs.len(), 3, "{:?}", unknown.runs);
+        assert_eq!(unknown.by_line(7), [(a, 1)]);
+    }
+
+    /// Closures that were pending when counting began leave one by one, each with its share
+    /// of the units, all gone with the last.
+    #[cfg(feature = "std")]
+    #[test]
+    fn the_spill_loses_its_units_in_proportion() {
+        let _profile = crate::profile::tests::exclusive();
+        let entry = crate::profile::entry(Location::caller(), 3);
+        let before = entry.pending();
+        entry.add(2);
+        let mut spill = super::Spill {
+            entry,
+            units: 2,
+            live: 4,
+            end: 4,
+        };
+        let mut seen = alloc::vec::Vec::new();
+        while spill.live > 0 {
+            spill.leave();
+            seen.push((spill.units, spill.live));
+        }
+        assert_eq!(seen, [(1, 3), (0, 2), (0, 1), (0, 0)]);
+        assert_eq!(entry.pending(), before);
+    }
+
     /// Tracking that begins puts down every unknown slot to its line, and only those.
     #[test]
     fn tracking_puts_down_the_unknown_slots() {

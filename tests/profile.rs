@@ -415,3 +415,35 @@ fn a_scope_shrunk_back_inline_by_entries_is_counted_anew() {
     drop(s);
     assert_eq!(pending_at(first) + pending_at(again), 0);
 }
+
+/// Entries popped from the top of a counted scope: the slots registered again are counted
+/// again, while the profile is on, and after it was off and on again.
+#[test]
+fn slots_registered_again_after_a_pop_are_counted() {
+    let _profile = exact();
+    let s = Scope::new();
+    let line = line!() + 1;
+    let mut entries: Vec<_> = (0..20).map(|_| Some(s.defer_entry(|| ()))).collect();
+    for entry in entries[15..].iter_mut().rev() {
+        entry.take().unwrap().cancel();
+    }
+    let again = line!() + 1;
+    let more: Vec<_> = (0..10).map(|_| s.defer_entry(|| ())).collect();
+    assert_eq!(pending_at(line) + pending_at(again), s.len());
+    assert_eq!(s.len(), 25);
+
+    profile::disable();
+    // Registered while the profile is off: not counted, and counting pauses here.
+    let unseen = s.defer_entry(|| ());
+    unseen.cancel();
+    for entry in more.into_iter().skip(5).rev() {
+        entry.cancel();
+    }
+    profile::enable();
+    // Paused: the storage is counted again from its next growth on (here a new segment).
+    let last = line!() + 1;
+    let _last: Vec<_> = (0..20).map(|_| s.defer_entry(|| ())).collect();
+    assert_eq!(pending_at(line) + pending_at(again), 20);
+    assert!((1..20).contains(&pending_at(last)), "{}", pending_at(last));
+    drop(entries);
+}
