@@ -281,6 +281,8 @@ fn a_panicking_entry_is_consumed_once_and_the_scope_stays_usable() {
     events.assert_each_dropped_once(0..3);
 }
 
+/// With `std` only: without it, a scope cannot catch a panic (see the `std` feature).
+#[cfg(feature = "std")]
 #[test]
 fn an_entry_consumed_while_unwinding_does_not_abort() {
     quiet_panics();

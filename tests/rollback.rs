@@ -3,7 +3,7 @@
 //! failure undoes exactly the steps done, last first; success undoes nothing and returns the
 //! service. Written with anyhow, as a newcomer would, with no flag and no `RefCell`.
 
-#![cfg(not(miri))] // real directories and files
+#![cfg(all(feature = "std", not(miri)))] // real directories and files
 
 mod common;
 
