@@ -303,11 +303,11 @@ impl Sites {
         self.site_of(index).location()
     }
 
-    /// Slot `index`, below the last of the `len`, is left vacant: its closure was consumed
+    /// Slot `index`, below the last slot, is left vacant: its closure was consumed
     /// early, and leaves the profile's counts.
-    pub(crate) fn vacate(&mut self, index: usize, len: usize) {
+    pub(crate) fn vacate(&mut self, index: usize) {
         self.leave_count(index);
-        self.mark_vacant(index, len);
+        self.mark_vacant(index);
     }
 
     /// The last slot, `last`, leaves early, and with it the vacant slots from `kept` on. A
@@ -358,9 +358,9 @@ impl Sites {
         }
     }
 
-    /// Marks slot `index`, below the last of the `len`, as vacant: no line's count includes
+    /// Marks slot `index`, below the last slot, as vacant: no line's count includes
     /// it.
-    pub(crate) fn mark_vacant(&mut self, index: usize, len: usize) {
+    pub(crate) fn mark_vacant(&mut self, index: usize) {
         let after = self.runs.partition_point(|run| run.start <= index);
         let site = match after {
             0 => Site::Unknown,
@@ -370,11 +370,10 @@ impl Sites {
             return;
         }
         // The slot after keeps the site, unless it begins a run of its own.
-        if index + 1 < len
-            && self
-                .runs
-                .get(after)
-                .is_none_or(|next| next.start != index + 1)
+        if self
+            .runs
+            .get(after)
+            .is_none_or(|next| next.start != index + 1)
         {
             self.runs.insert(
                 after,
@@ -665,18 +664,27 @@ mod tests {
         for index in 0..6 {
             sites.record(index, Site::Line(a));
         }
-        sites.mark_vacant(2, 6);
-        sites.mark_vacant(3, 6);
-        sites.mark_vacant(3, 6);
+        sites.mark_vacant(2);
+        sites.mark_vacant(3);
+        sites.mark_vacant(3);
         assert_eq!(sites.runs.len(), 3, "{:?}", sites.runs);
         assert_eq!(sites.by_line(6), [(a, 4)]);
         // Unknown slots (before any run) likewise.
         let mut unknown = Sites::new();
         unknown.record(6, Site::Line(a));
-        unknown.mark_vacant(1, 7);
-        unknown.mark_vacant(2, 7);
+        unknown.mark_vacant(1);
+        unknown.mark_vacant(2);
         assert_eq!(unknown.runs.len(), 3, "{:?}", unknown.runs);
         assert_eq!(unknown.by_line(7), [(a, 1)]);
+        // A vacant slot right before another line's run adds no run of its own line.
+        let b = Location::caller();
+        let mut two = Sites::new();
+        for (index, line) in [a, a, a, b, b].into_iter().enumerate() {
+            two.record(index, Site::Line(line));
+        }
+        two.mark_vacant(2);
+        assert_eq!(two.runs.len(), 3, "{:?}", two.runs);
+        assert_eq!(two.by_line(5), [(a, 2), (b, 2)]);
     }
 
     /// Closures that were pending when counting began leave one by one, each with its share

@@ -807,7 +807,7 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
             self.set_vacated(self.vacated() + 1);
             if let Some(sites) = self.sites_ptr() {
                 // SAFETY: as in `sites_mut`; the reference ends here.
-                unsafe { &mut *sites.as_ptr() }.vacate(index, slots);
+                unsafe { &mut *sites.as_ptr() }.vacate(index);
             }
         }
         taken
@@ -859,7 +859,7 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
             // SAFETY: below `slots`, so initialised.
             if unsafe { Slot::is_vacant(self.slot_at(index)) } {
                 // SAFETY: as in `sites_mut`; the reference ends here.
-                unsafe { &mut *sites.as_ptr() }.mark_vacant(index, slots);
+                unsafe { &mut *sites.as_ptr() }.mark_vacant(index);
             }
         }
     }
