@@ -537,7 +537,7 @@ impl<'env, const N: usize> Scope<'env, N> {
 
     /// Like [`hold`](Scope::hold), and returns a handle to this one entry, which derefs to the
     /// value: [`Held::release`](crate::Held::release) gives the value back and its cleanup
-    /// never runs, [`Held::run_now`] runs the cleanup now. Dropping the handle leaves the
+    /// never runs, [`Held::run_now`](crate::Held::run_now) runs the cleanup now. Dropping the handle leaves the
     /// cleanup registered. With `release` on success, "undo only if a later step fails"
     /// needs no flag; see [`Held`](crate::Held).
     ///
