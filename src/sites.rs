@@ -256,6 +256,7 @@ impl Sites {
     /// Forgets the slots `from..len`, which left the storage: the profile stops counting
     /// them. Slots below `from` stay, with the closures pending since before counting began
     /// (which leave one by one through [`Sites::vacate`] and [`Sites::pop`], or all at once).
+    #[cfg_attr(not(feature = "std"), allow(unused_variables))]
     pub(crate) fn consumed(&mut self, from: usize, len: usize) {
         #[cfg(feature = "std")]
         if self.counted {
