@@ -492,7 +492,6 @@ impl AsyncScope {
     /// assert!(read.try_recv().is_err(), "nothing returned it");
     /// # }
     /// ```
-    #[allow(clippy::mut_from_ref)] // as in `hold_async`
     #[track_caller]
     pub fn hold_async_entry<T, C, F>(&self, value: T, cleanup: C) -> crate::Held<'_, T, Self>
     where

@@ -178,3 +178,23 @@ async fn stats_and_limits_count_async_entries() {
     );
     scope.finish().await.unwrap();
 }
+
+/// The sync `Held::run_now` of an async entry cannot await: it hands the cleanup over as a
+/// cancelled scope does (spawned with the `tokio` feature, else reported and dropped).
+#[tokio::test]
+async fn a_sync_run_now_of_an_async_entry_hands_it_over() {
+    let (done, mut finished) = tokio::sync::mpsc::unbounded_channel();
+    let scope = AsyncScope::new();
+    let held = scope.hold_async_entry(done, |done| async move {
+        done.send("stopped").unwrap();
+    });
+    Held::run_now(held);
+    assert!(scope.is_empty());
+    let expected = if cfg!(feature = "tokio") {
+        Some("stopped")
+    } else {
+        None
+    };
+    assert_eq!(finished.recv().await, expected);
+    scope.finish().await.unwrap();
+}
