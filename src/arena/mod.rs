@@ -303,8 +303,8 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
     }
 
     /// Registers `deferred`, registered at `site`, and returns where it is stored, which stays
-    /// valid until the next drain. When the arena has extras or must grow, `admit` is asked
-    /// first (to enforce a limit): if it says no, `deferred` is dropped, the arena is
+    /// valid until the next drain. When the arena has extras, `admit` is asked first (to
+    /// enforce a limit; it must say yes to an arena without extras): if it says no, `deferred` is dropped, the arena is
     /// unchanged, and the result is `None` (a pointer-sized answer, so that the hot path
     /// returns it in a register); `refuse` gets `deferred` first, to drop it or panic. The
     /// site is recorded only on the slow path, where the arena tracks sites or the profile
@@ -354,7 +354,11 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
 
     /// Asks `admit`, then finds the first free slot, entering or adding a segment if needed,
     /// and records `site` if anything needs it; returns the slot with `used` as it must be
-    /// before the increment (without `RETAINED`).
+    /// before the increment (without `RETAINED`). The three common cases come first, each
+    /// with a few tests: the growth of a plain storage, a pile-up under the exact profile,
+    /// and a tracked storage's next registration from the line of the last. (`RETAINED` is
+    /// clear on those paths: the slot is in `current`, or inline with no segment kept or
+    /// slots pending.)
     #[cold]
     #[inline(never)]
     fn reserve_slow(
@@ -362,27 +366,41 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
         site: &'static Location<'static>,
         admit: impl FnOnce(&Self) -> bool,
     ) -> Option<(NonNull<Slot>, usize)> {
-        // `RETAINED` is clear on both short paths: the slot is in `current`, or inline with
-        // no segment kept or slots pending. A pile-up under the exact profile first: no limit
-        // can refuse it, since a limited scope tracks, and that path is for storage that
-        // does not.
-        #[cfg(feature = "std")]
-        if let Some(slot) = self.counted_slot(site) {
-            return Some((slot, self.used.get()));
+        let used = self.used.get();
+        if used & FLAGS == 0 {
+            // No extras, so nothing to admit.
+            if used >= self.current_end() {
+                if !self.profiles() {
+                    // No line to record: the storage grows, and that is all.
+                    return Some((self.free_slot(used / SLOT, false), used));
+                }
+            } else {
+                // Within `current`, past a bound that the profile set. (A limit cannot refuse
+                // this: a limited scope has extras.)
+                #[cfg(feature = "std")]
+                if let Some(slot) = self.counted_slot(site) {
+                    return Some((slot, used));
+                }
+            }
         }
         if !admit(self) {
             return None;
         }
         if let Some(slot) = self.tracked_slot(site) {
-            return Some((slot, self.used.get()));
+            return Some((slot, used));
         }
+        self.reserve_recorded(site)
+    }
+
+    /// [`Arena::reserve_slow`] past its short paths, once admitted.
+    #[inline(never)]
+    fn reserve_recorded(&self, site: &'static Location<'static>) -> Option<(NonNull<Slot>, usize)> {
         let count = self.slots();
-        let slot = self.free_slot(count);
+        let bound = self.used.get() & TRACKING != 0 || self.profiles();
+        let slot = self.free_slot(count, bound);
         self.record(count, site);
         // `EXTRAS`, if set, is unchanged by the coming increment; `RETAINED` no longer applies.
-        let used = self.used.get() & !RETAINED;
-        // SAFETY: `free_slot` returns a pointer into the inline array or a live segment.
-        Some((unsafe { NonNull::new_unchecked(slot) }, used))
+        Some((slot, self.used.get() & !RETAINED))
     }
 
     /// The first free slot of a storage that records every line, if registering there takes
@@ -449,13 +467,21 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
     }
 
     /// The slot of index `count`, the first free one, entering the next segment (or adding
-    /// one) if `current` is full.
-    fn free_slot(&self, count: usize) -> *mut Slot {
+    /// one) if `current` is full. Without `bound`, the profile must be off and count nothing
+    /// here, and the arena must not track: the fast path may then fill the whole segment.
+    #[inline(always)]
+    fn free_slot(&self, count: usize, bound: bool) -> NonNull<Slot> {
         if count < N {
-            // SAFETY: within the inline array.
-            return unsafe { self.inline_slots().add(count) };
+            // SAFETY: within the inline array, which is never null.
+            return unsafe { NonNull::new_unchecked(self.inline_slots().add(count)) };
         }
-        if count * SLOT >= self.current_end() {
+        let end = self.current_end();
+        if count * SLOT < end {
+            if !bound {
+                // A bound the profile left when it was turned off: the segment is free again.
+                self.heap_end.set(end);
+            }
+        } else {
             // `current` is full, or there is no segment yet (then `count == N`). The next
             // segment, as large as everything before it, must end below the flags of `used`.
             assert!(
@@ -475,9 +501,10 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
                     Segment::new(count, None)
                 }
             };
-            self.enter(next);
+            self.enter(next, bound);
         }
-        self.heap_base().wrapping_byte_add(count * SLOT)
+        // SAFETY: in `current`'s range, which is never null.
+        unsafe { NonNull::new_unchecked(self.heap_base().wrapping_byte_add(count * SLOT)) }
     }
 
     /// See the field.
@@ -503,7 +530,7 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
     }
 
     /// Makes `segment` the one being filled.
-    fn enter(&self, segment: NonNull<Segment>) {
+    fn enter(&self, segment: NonNull<Segment>, bound: bool) {
         // SAFETY: the arena's segments are live until it is dropped.
         let Segment {
             start, capacity, ..
@@ -513,7 +540,12 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
         let slots = unsafe { Segment::slots(segment) };
         self.heap_base
             .set(MaybeUninit::new(slots.wrapping_byte_sub(start * SLOT)));
-        self.bound_heap((start + capacity) * SLOT);
+        let end = (start + capacity) * SLOT;
+        if bound {
+            self.bound_heap(end);
+        } else {
+            self.heap_end.set(end);
+        }
     }
 
     /// Sets `heap_end` to `end`, `current`'s end, or earlier if the profile needs to see a
@@ -611,6 +643,13 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
         if tracking {
             self.sites_mut().record(index, Site::Line(site));
         }
+    }
+
+    /// Whether the profile may count slots here: it is on, or counted some that are pending.
+    #[cfg(not(feature = "std"))]
+    #[inline(always)]
+    fn profiles(&self) -> bool {
+        false
     }
 
     /// Whether the profile may count slots here: it is on, or counted some that are pending.
@@ -844,7 +883,7 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
                 }
             }
             // Also bounds the fast path anew, for the profile's next sample.
-            self.enter(segment);
+            self.enter(segment, true);
         }
     }
 
@@ -1081,7 +1120,7 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
         let header = unsafe { Segment::header(self.current().expect("past the inline slots")) };
         if last == header.start * SLOT {
             if let Some(prev) = header.prev {
-                self.enter(prev);
+                self.enter(prev, true);
             }
         }
         slot
@@ -1158,7 +1197,7 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
             .current()
             .expect("more than N closures reach a segment");
         let first = self.first_segment().expect("there is a current segment");
-        self.enter(first);
+        self.enter(first, true);
         // SAFETY: by the invariant, `current` holds the slots from its start to `count`, the
         // segments before it and the inline slots are full, and all of them stay live and
         // unaliased while `self` is mutably borrowed; as in `detach_inline`, the length is
@@ -1306,7 +1345,7 @@ mod tests {
     #[should_panic(expected = "pending closures")]
     fn the_byte_count_stays_below_the_flags() {
         // Checked before the segment is allocated, so only the arithmetic is exercised.
-        TestArena::new().free_slot(super::MAX_PENDING);
+        TestArena::new().free_slot(super::MAX_PENDING, true);
     }
 
     #[test]
@@ -1395,6 +1434,33 @@ mod tests {
                 "the profile may count it"
             );
             crate::profile::disable();
+            arena.run_all();
+        }
+
+        /// A bound that the profile set and then had no use for (it was turned off before it
+        /// counted anything) is dropped at the first registration that reaches it, so the
+        /// fast path fills the rest of the segment.
+        #[test]
+        fn a_bound_the_profile_left_is_dropped() {
+            let _profile = crate::profile::tests::exclusive();
+            let here = Location::caller();
+            let mut arena = Arena::<'static, 2, ()>::new();
+            for _ in 0..4 {
+                register(&arena, here);
+            }
+            crate::profile::enable();
+            arena.run_all(); // keeps the segment, bounded for the profile to begin counting
+            crate::profile::disable();
+            assert_eq!(arena.heap_end.get(), 3 * SLOT);
+            for _ in 0..4 {
+                register(&arena, here);
+            }
+            assert_eq!(arena.heap_end.get(), arena.current_end());
+            assert_eq!(
+                arena.current_end(),
+                6 * SLOT,
+                "no new segment (2 + 4 slots)"
+            );
             arena.run_all();
         }
 
