@@ -372,7 +372,7 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
             if used >= self.current_end() {
                 if !self.profiles() {
                     // No line to record: the storage grows, and that is all.
-                    return Some((self.free_slot(used / SLOT, false), used));
+                    return Some((self.free_slot(used / SLOT), used));
                 }
             } else {
                 // Within `current`, past a bound that the profile set. (A limit cannot refuse
@@ -396,8 +396,8 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
     #[inline(never)]
     fn reserve_recorded(&self, site: &'static Location<'static>) -> Option<(NonNull<Slot>, usize)> {
         let count = self.slots();
-        let bound = self.used.get() & TRACKING != 0 || self.profiles();
-        let slot = self.free_slot(count, bound);
+        let slot = self.free_slot(count);
+        // Bounds the fast path again if the profile counts slots here.
         self.record(count, site);
         // `EXTRAS`, if set, is unchanged by the coming increment; `RETAINED` no longer applies.
         Some((slot, self.used.get() & !RETAINED))
@@ -467,20 +467,18 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
     }
 
     /// The slot of index `count`, the first free one, entering the next segment (or adding
-    /// one) if `current` is full. Without `bound`, the profile must be off and count nothing
-    /// here, and the arena must not track: the fast path may then fill the whole segment.
+    /// one) if `current` is full. The fast path may then fill the segment: the caller records
+    /// the slot, which bounds it again if the profile counts slots here.
     #[inline(always)]
-    fn free_slot(&self, count: usize, bound: bool) -> NonNull<Slot> {
+    fn free_slot(&self, count: usize) -> NonNull<Slot> {
         if count < N {
             // SAFETY: within the inline array, which is never null.
             return unsafe { NonNull::new_unchecked(self.inline_slots().add(count)) };
         }
         let end = self.current_end();
         if count * SLOT < end {
-            if !bound {
-                // A bound the profile left when it was turned off: the segment is free again.
-                self.heap_end.set(end);
-            }
+            // Past a bound that the profile set: lifted, as it may have been turned off.
+            self.heap_end.set(end);
         } else {
             // `current` is full, or there is no segment yet (then `count == N`). The next
             // segment, as large as everything before it, must end below the flags of `used`.
@@ -501,7 +499,7 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
                     Segment::new(count, None)
                 }
             };
-            self.enter(next, bound);
+            self.enter(next, false);
         }
         // SAFETY: in `current`'s range, which is never null.
         unsafe { NonNull::new_unchecked(self.heap_base().wrapping_byte_add(count * SLOT)) }
@@ -529,7 +527,8 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
             .then(|| unsafe { self.extras.get().assume_init() })
     }
 
-    /// Makes `segment` the one being filled.
+    /// Makes `segment` the one being filled, with the fast path's bound at its end, or where
+    /// [`Arena::bound_heap`] puts it if `bound` (registration bounds it when it records).
     fn enter(&self, segment: NonNull<Segment>, bound: bool) {
         // SAFETY: the arena's segments are live until it is dropped.
         let Segment {
@@ -646,21 +645,17 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
     }
 
     /// Whether the profile may count slots here: it is on, or counted some that are pending.
-    #[cfg(not(feature = "std"))]
+    /// (Never without `std`, which has no profile.)
     #[inline(always)]
     fn profiles(&self) -> bool {
-        false
-    }
-
-    /// Whether the profile may count slots here: it is on, or counted some that are pending.
-    #[cfg(feature = "std")]
-    #[inline(always)]
-    fn profiles(&self) -> bool {
-        crate::profile::period() != 0
+        #[cfg(feature = "std")]
+        return crate::profile::period() != 0
             || self.sites_ptr().is_some_and(|sites| {
                 // SAFETY: as in `sites_mut`; the reference ends here.
                 unsafe { sites.as_ref() }.next_sample != crate::sites::NOT_COUNTING
-            })
+            });
+        #[cfg(not(feature = "std"))]
+        false
     }
 
     /// [`Arena::record`] for a slot the profile may count.
@@ -1345,7 +1340,7 @@ mod tests {
     #[should_panic(expected = "pending closures")]
     fn the_byte_count_stays_below_the_flags() {
         // Checked before the segment is allocated, so only the arithmetic is exercised.
-        TestArena::new().free_slot(super::MAX_PENDING, true);
+        TestArena::new().free_slot(super::MAX_PENDING);
     }
 
     #[test]
