@@ -50,6 +50,10 @@ use std::sync::{PoisonError, RwLock};
 use crate::arena::drop_payload;
 
 /// What a [`Report`] is about: what was lost, and why.
+///
+/// The cleanup of a cancelled `AsyncScope` here is also one that
+/// [`Held::run_now_async`](crate::Held::run_now_async) was awaiting when its future was
+/// dropped: it is handed over the same way.
 #[non_exhaustive]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ReportKind {
@@ -117,7 +121,8 @@ impl<'a> Report<'a> {
 impl fmt::Display for Report<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let site = self.site;
-        let cancelled = "its AsyncScope was cancelled (dropped before it ended)";
+        let cancelled = "it was cancelled (its AsyncScope, or the `Held::run_now_async` \
+                         awaiting it, was dropped before it ended)";
         match self.kind {
             ReportKind::ErrorLostToPanic => write!(
                 f,
@@ -126,13 +131,12 @@ impl fmt::Display for Report<'_> {
             )?,
             ReportKind::FailedAfterCancel => write!(
                 f,
-                "the async cleanup registered at {site} failed after its scope was cancelled: "
+                "the async cleanup registered at {site} failed after it was cancelled: "
             )?,
             ReportKind::PanickedAfterCancel => {
                 return write!(
                     f,
-                    "the async cleanup registered at {site} panicked after its scope was \
-                     cancelled"
+                    "the async cleanup registered at {site} panicked after it was cancelled"
                 );
             }
             ReportKind::NotAwaitedWithoutTokio => {

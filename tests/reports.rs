@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::{catch_expected, in_child, quiet_panics};
 use scoped_defer::report::{self, Report, ReportKind};
-use scoped_defer::{AsyncScope, Scope, async_scope, try_async_scope};
+use scoped_defer::{AsyncScope, Held, Scope, async_scope, try_async_scope};
 
 /// A report as the hook saw it, field by field.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -288,6 +288,31 @@ fn a_cancelled_scope_reports_each_future_it_could_not_await() {
             "{text}"
         );
     }
+}
+
+/// A `Held::run_now_async` dropped part-way hands its cleanup over as a cancelled scope does,
+/// and the report says so rather than blaming the scope, which is still alive.
+#[test]
+fn a_dropped_run_now_async_reports_its_cleanup_as_cancelled() {
+    let mut line = 0;
+    let reports = recorded(|| {
+        let scope = AsyncScope::new();
+        line = line!() + 1;
+        let held = scope.hold_async_entry((), |()| std::future::pending::<()>());
+        let mut run_now = Box::pin(Held::run_now_async(held));
+        poll_once(run_now.as_mut());
+        drop(run_now);
+        assert!(scope.is_empty(), "the entry left its scope");
+    });
+    let kind = if cfg!(feature = "tokio") {
+        ReportKind::NotAwaitedOutsideRuntime
+    } else {
+        ReportKind::NotAwaitedWithoutTokio
+    };
+    assert_eq!(fields(&reports), [Seen::new(kind, line, None)]);
+    let text = &reports[0].1;
+    assert!(text.contains("`Held::run_now_async`"), "{text}");
+    assert!(!text.contains("its AsyncScope was cancelled"), "{text}");
 }
 
 /// The new user: a tokio program built without the `tokio` feature. Inside a
