@@ -198,3 +198,31 @@ async fn a_sync_run_now_of_an_async_entry_hands_it_over() {
     assert_eq!(finished.recv().await, expected);
     scope.finish().await.unwrap();
 }
+
+/// A drain cancelled while it awaits, with a vacant slot consumed before and another below:
+/// the scope's count of vacant slots went down with the one consumed, so the dropped scope
+/// counts what is left right (a count too high underflows) and hands the awaited cleanup over.
+#[tokio::test]
+async fn a_drain_cancelled_between_vacant_slots_hands_the_awaited_cleanup_over() {
+    let log = Log::default();
+    let scope = AsyncScope::new();
+    let below = scope.defer_entry(log.now("cancelled below"));
+    let (go, wait) = tokio::sync::oneshot::channel::<()>();
+    let waited = log.now("waited");
+    scope.defer_async(async move {
+        wait.await.unwrap();
+        waited();
+    });
+    let above = scope.defer_entry(log.now("cancelled above"));
+    scope.defer(log.now("last"));
+    below.cancel();
+    above.cancel();
+    assert_eq!(scope.len(), 2);
+    let timed_out = tokio::time::timeout(std::time::Duration::from_millis(20), scope.finish());
+    assert!(timed_out.await.is_err(), "the cleanup waits");
+    go.send(()).unwrap();
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(log.all(), ["last", "waited"]);
+}

@@ -405,3 +405,20 @@ fn handles_show_what_they_hold() {
     assert_eq!(format!("{entry:?}"), "Entry { .. }");
     assert_eq!(format!("{held:?}"), "Held(5)");
 }
+
+/// Cancelling the last entry shortens the storage and keeps the scope's settings: its limit
+/// still refuses, and its stats still count every line.
+#[test]
+fn a_cancelled_last_entry_keeps_the_limit_and_the_stats() {
+    let mut scope = Scope::with_limit(2);
+    scope.track_stats();
+    scope.defer(|| ());
+    scope.defer_entry(|| ()).cancel();
+    scope.defer(|| ());
+    assert_eq!(scope.len(), 2);
+    assert!(scope.try_defer(|| ()).is_err(), "the limit still applies");
+    let stats = scope.stats().expect("stats still tracked");
+    assert_eq!(stats.pending, 2);
+    let registered: u64 = stats.sites().iter().map(|site| site.registered).sum();
+    assert_eq!(registered, 3, "every registration counted");
+}
