@@ -304,11 +304,11 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
 
     /// Registers `deferred`, registered at `site`, and returns where it is stored, which stays
     /// valid until the next drain. When the arena has extras, `admit` is asked first (to
-    /// enforce a limit; it must say yes to an arena without extras): if it says no, `deferred` is dropped, the arena is
-    /// unchanged, and the result is `None` (a pointer-sized answer, so that the hot path
-    /// returns it in a register); `refuse` gets `deferred` first, to drop it or panic. The
-    /// site is recorded only on the slow path, where the arena tracks sites or the profile
-    /// counts this registration.
+    /// enforce a limit; it must say yes to an arena without extras): if it says no,
+    /// `deferred` is dropped, the arena is unchanged, and the result is `None` (a
+    /// pointer-sized answer, so that the hot path returns it in a register); `refuse` gets
+    /// `deferred` first, to drop it or panic. The site is recorded only on the slow path,
+    /// where the arena tracks sites or the profile counts this registration.
     #[inline(always)]
     pub(crate) fn push<D: Deferred + 'env>(
         &self,
