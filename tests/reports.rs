@@ -245,6 +245,16 @@ fn async_errors_lost_to_a_cleanup_panic_are_reported() {
     );
 }
 
+/// What a cleanup handed over outside a runtime is reported as: with the `tokio` feature,
+/// that there was no runtime to spawn it on; without, that the feature would have.
+fn not_awaited_outside_a_runtime() -> ReportKind {
+    if cfg!(feature = "tokio") {
+        ReportKind::NotAwaitedOutsideRuntime
+    } else {
+        ReportKind::NotAwaitedWithoutTokio
+    }
+}
+
 /// Outside a runtime nothing can await a cancelled scope's futures: each is reported, the
 /// one in flight first, then the rest last registered first. Without the `tokio` feature the
 /// report names it. Before: standard error, without the remedy.
@@ -266,11 +276,7 @@ fn a_cancelled_scope_reports_each_future_it_could_not_await() {
         poll_once(scope.as_mut());
         drop(scope);
     });
-    let kind = if cfg!(feature = "tokio") {
-        ReportKind::NotAwaitedOutsideRuntime
-    } else {
-        ReportKind::NotAwaitedWithoutTokio
-    };
+    let kind = not_awaited_outside_a_runtime();
     assert_eq!(
         fields(&reports),
         [
@@ -304,11 +310,7 @@ fn a_dropped_run_now_async_reports_its_cleanup_as_cancelled() {
         drop(run_now);
         assert!(scope.is_empty(), "the entry left its scope");
     });
-    let kind = if cfg!(feature = "tokio") {
-        ReportKind::NotAwaitedOutsideRuntime
-    } else {
-        ReportKind::NotAwaitedWithoutTokio
-    };
+    let kind = not_awaited_outside_a_runtime();
     assert_eq!(fields(&reports), [Seen::new(kind, line, None)]);
     let text = &reports[0].1;
     assert!(text.contains("`Held::run_now_async`"), "{text}");
