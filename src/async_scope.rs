@@ -1193,8 +1193,8 @@ fn spawn_detached(futures: Vec<Started<'static>>) {
                     report::send(ReportKind::FailedAfterCancel, site, Some(&*error));
                 }
                 Err(payload) => {
+                    report::send_panicked(site, &payload);
                     drop_payload(payload);
-                    report::send(ReportKind::PanickedAfterCancel, site, None);
                 }
             }
         }

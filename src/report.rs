@@ -47,7 +47,7 @@ use std::io::Write;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{PoisonError, RwLock};
 
-use crate::arena::drop_payload;
+use crate::arena::{Payload, drop_payload};
 
 /// What a [`Report`] is about: what was lost, and why.
 ///
@@ -66,7 +66,8 @@ pub enum ReportKind {
     /// it was spawned as (`tokio` feature), returned the error in [`Report::error`].
     FailedAfterCancel,
     /// An async cleanup of a cancelled `AsyncScope`, awaited by the task it was spawned as,
-    /// panicked. The panic was caught and dropped.
+    /// panicked. The panic was caught and dropped; the report's `Display` ends with its
+    /// message, if it had one (a `&str` or a `String`, as `panic!` makes).
     PanickedAfterCancel,
     /// An async cleanup of a cancelled `AsyncScope` was dropped without being awaited: the
     /// crate was built without its `tokio` feature, which would have spawned it on the
@@ -91,8 +92,8 @@ pub struct Report<'a> {
     kind: ReportKind,
     site: &'static Location<'static>,
     error: Option<&'a (dyn Error + Send + Sync + 'static)>,
-    /// The error's message, formatted under `catch_unwind`: `None` if there is no error, or
-    /// if its `Display` panicked.
+    /// The error's message, formatted under `catch_unwind` (`None` if its `Display`
+    /// panicked), or the panic's message; `None` if there is neither.
     message: Option<String>,
 }
 
@@ -134,10 +135,14 @@ impl fmt::Display for Report<'_> {
                 "the async cleanup registered at {site} failed after it was cancelled: "
             )?,
             ReportKind::PanickedAfterCancel => {
-                return write!(
+                write!(
                     f,
                     "the async cleanup registered at {site} panicked after it was cancelled"
-                );
+                )?;
+                return match &self.message {
+                    Some(message) => write!(f, ": {message}"),
+                    None => Ok(()),
+                };
             }
             ReportKind::NotAwaitedWithoutTokio => {
                 return write!(
@@ -182,7 +187,7 @@ impl fmt::Debug for Report<'_> {
         f.debug_struct("Report")
             .field("kind", &self.kind)
             .field("site", &self.site)
-            .field("error", &self.message)
+            .field("message", &self.message)
             .finish()
     }
 }
@@ -251,15 +256,35 @@ pub(crate) fn send(
         error,
         message: error.and_then(message_of),
     };
+    deliver(&report);
+}
+
+/// Reports that the async cleanup registered at `site` panicked with `payload` after it was
+/// cancelled. Reads the payload's message without calling user code.
+pub(crate) fn send_panicked(site: &'static Location<'static>, payload: &Payload) {
+    let message = payload
+        .downcast_ref::<&'static str>()
+        .map(|message| (*message).to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned());
+    deliver(&Report {
+        kind: ReportKind::PanickedAfterCancel,
+        site,
+        error: None,
+        message,
+    });
+}
+
+/// Hands `report` to the hook, under `catch_unwind`.
+fn deliver(report: &Report<'_>) {
     let hook = HOOK.read().unwrap_or_else(PoisonError::into_inner).clone();
     // `hook` is moved in, so that it is dropped under the catch too.
     let delivered = catch_unwind(AssertUnwindSafe(|| match hook {
-        Some(hook) => hook(&report),
-        None => default_hook(&report),
+        Some(hook) => hook(report),
+        None => default_hook(report),
     }));
     if let Err(payload) = delivered {
         drop_payload(payload);
-        write_to_stderr(&report);
+        write_to_stderr(report);
     }
 }
 
@@ -278,7 +303,7 @@ fn default_hook(report: &Report<'_>) {
             target: "scoped_defer",
             kind = ?report.kind,
             site = %report.site,
-            error = report.message.as_deref(),
+            error = report.error.and(report.message.as_deref()),
             "{report}"
         );
         return;

@@ -163,7 +163,9 @@ fn a_scope_dropped_during_an_unwind_reports_each_lost_error_with_its_own_line() 
         reports[0]
             .2
             .starts_with("Report { kind: ErrorLostToPanic, site: ")
-            && reports[0].2.ends_with(r#"error: Some("unlock failed") }"#),
+            && reports[0]
+                .2
+                .ends_with(r#"message: Some("unlock failed") }"#),
         "{}",
         reports[0].2
     );
@@ -372,6 +374,56 @@ fn the_task_of_a_cancelled_scope_reports_what_failed_and_what_panicked() {
             Seen::new(ReportKind::PanickedAfterCancel, lines.1, None),
             Seen::new(ReportKind::FailedAfterCancel, lines.0, Some("flush failed")),
         ]
+    );
+    // The panic's message, as `panic!` makes it (a `&str`, or a `String` when formatted).
+    assert!(
+        reports[0]
+            .1
+            .ends_with("panicked after it was cancelled: cleanup panicked"),
+        "{}",
+        reports[0].1
+    );
+}
+
+/// A cleanup of a cancelled scope panics with a formatted message (a `String` payload), or
+/// with a payload that is not a message at all, which the report leaves out.
+#[cfg(feature = "tokio")]
+#[test]
+fn a_panic_after_cancel_is_reported_with_its_message_if_it_has_one() {
+    let reports = recorded(|| {
+        let runtime = current_thread_runtime();
+        catch_expected(|| {
+            runtime.block_on(async {
+                let mut scope = Box::pin(async_scope(async |s| {
+                    let code = 7;
+                    s.defer_async(async move { panic!("exit code {code}") });
+                    s.defer_async(async { std::panic::panic_any(42_u8) });
+                    std::future::pending::<()>().await;
+                }));
+                poll_once(scope.as_mut());
+                drop(scope);
+                while RECORDING.with(|r| r.borrow().as_ref().unwrap().len()) < 2 {
+                    tokio::task::yield_now().await;
+                }
+            });
+        })
+        .unwrap();
+    });
+    let displayed: Vec<&str> = reports.iter().map(|(_, text, _)| text.as_str()).collect();
+    assert!(
+        displayed[0].ends_with("panicked after it was cancelled"),
+        "{}",
+        displayed[0]
+    );
+    assert!(
+        displayed[1].ends_with("panicked after it was cancelled: exit code 7"),
+        "{}",
+        displayed[1]
+    );
+    assert!(
+        reports[1].2.ends_with(r#"message: Some("exit code 7") }"#),
+        "{}",
+        reports[1].2
     );
 }
 
