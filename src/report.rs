@@ -47,7 +47,9 @@ use std::io::Write;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{PoisonError, RwLock};
 
-use crate::arena::{Payload, drop_payload};
+#[cfg(feature = "tokio")]
+use crate::arena::Payload;
+use crate::arena::drop_payload;
 
 /// What a [`Report`] is about: what was lost, and why.
 ///
@@ -261,6 +263,7 @@ pub(crate) fn send(
 
 /// Reports that the async cleanup registered at `site` panicked with `payload` after it was
 /// cancelled. Reads the payload's message without calling user code.
+#[cfg(feature = "tokio")]
 pub(crate) fn send_panicked(site: &'static Location<'static>, payload: &Payload) {
     let message = payload
         .downcast_ref::<&'static str>()
