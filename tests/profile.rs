@@ -448,3 +448,49 @@ fn slots_registered_again_after_a_pop_are_counted() {
     assert!((1..20).contains(&pending_at(last)), "{}", pending_at(last));
     drop(entries);
 }
+
+/// Registers `n` closures on `scope`, all from one line: [`PILE_LINE`].
+fn pile<const N: usize>(scope: &Scope<'_, N>, n: usize) {
+    for _ in 0..n {
+        scope.defer(|| ()); // PILE_LINE
+    }
+}
+
+/// The line of `pile`'s `defer`.
+const PILE_LINE: u32 = line!() - 5;
+
+/// The last slot, registered while the profile was paused, leaves just past a counted one:
+/// the next ones, registered on the fast path, must not be put down to the counted line.
+/// Before: they were, so their line's count went below zero when they left (witnessed here by
+/// closures of the same line that stay pending), for the rest of the process.
+#[test]
+fn slots_registered_unseen_after_a_pop_are_not_put_down_to_the_counted_line() {
+    let _profile = exact();
+    let witness: Scope<'_, 1> = Scope::default();
+    pile(&witness, PILE);
+    assert_eq!(pending_at(PILE_LINE), PILE);
+
+    // Paused: slot 12 lies inside a segment, registered unseen, then leaves.
+    let mut scope: Scope<'_, 1> = Scope::default();
+    pile(&scope, 12);
+    assert_eq!(pending_at(PILE_LINE), PILE + 12);
+    profile::disable();
+    scope.defer_entry(|| ()).cancel();
+    // Slot 12 again, then four more, all on the fast path; one leaves from the middle.
+    let middle = scope.defer_entry(|| ());
+    pile(&scope, 4);
+    middle.cancel();
+    assert_eq!(scope.len(), 16);
+    assert_eq!(
+        pending_at(PILE_LINE),
+        PILE + 12,
+        "none of the new ones is counted"
+    );
+    scope.run_now();
+    assert_eq!(pending_at(PILE_LINE), PILE);
+    drop(scope);
+
+    profile::enable();
+    drop(witness);
+    assert_eq!(pending_at(PILE_LINE), 0);
+}
