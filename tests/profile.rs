@@ -469,6 +469,8 @@ fn slots_registered_unseen_after_a_pop_are_not_put_down_to_the_counted_line() {
     let witness: Scope<'_, 1> = Scope::default();
     pile(&witness, PILE);
     assert_eq!(pending_at(PILE_LINE), PILE);
+    // The profile lock keeps other tests' scopes out: the witness is all there is.
+    assert_eq!(profile::report().total(), PILE);
 
     // Paused: slot 12 lies inside a segment, registered unseen, then leaves.
     let mut scope: Scope<'_, 1> = Scope::default();
