@@ -496,3 +496,22 @@ fn slots_registered_unseen_after_a_pop_are_not_put_down_to_the_counted_line() {
     drop(witness);
     assert_eq!(pending_at(PILE_LINE), 0);
 }
+
+/// Counting begins at a growth while a slot below is vacant: the closures pending then are
+/// put down to the line of the first one counted, the vacant slot not among them.
+#[test]
+fn counting_begins_with_the_pending_closures_not_the_vacant_slots() {
+    let _profile = PROFILE.lock().unwrap_or_else(|e| e.into_inner());
+    profile::disable();
+    let mut scope: Scope<'_, 1> = Scope::default();
+    let mut entries: Vec<_> = (0..10).map(|_| Some(scope.defer_entry(|| ()))).collect();
+    entries[5].take().unwrap().cancel();
+    profile::enable();
+    // Slots 10 to 19: counting begins at the growth to slot 16, over 15 pending closures.
+    pile(&scope, 10);
+    assert_eq!(scope.len(), 19);
+    assert_eq!(pending_at(PILE_LINE), 19);
+    drop(entries);
+    scope.run_now();
+    assert_eq!(pending_at(PILE_LINE), 0);
+}
