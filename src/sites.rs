@@ -324,10 +324,6 @@ impl Sites {
         // fast path registers without a record while the profile is paused).
         #[cfg(feature = "std")]
         self.close(kept);
-        // The slots from `kept` on are registered anew: until a record says otherwise, they
-        // are unseen, and not of the run before, which the profile may have counted (the
-        // fast path registers without a record while the profile is paused, or between
-        // samples).
         #[cfg(feature = "std")]
         if kept <= inline {
             if let Some(spill) = self.spill.take() {
