@@ -515,3 +515,29 @@ fn counting_begins_with_the_pending_closures_not_the_vacant_slots() {
     scope.run_now();
     assert_eq!(pending_at(PILE_LINE), 0);
 }
+
+/// A storage remembers the profile's entry for the last line it counted, at one weight: once
+/// the profile turns from exact to sampled, the next samples of that line go to the sampled
+/// entry, and the report is an estimate. (Before, a remembered entry of another weight would
+/// have been taken for it and the samples counted as exact.)
+#[test]
+fn the_samples_that_follow_exact_counts_are_weighed_as_samples() {
+    let _profile = exact();
+    assert!(!profile::report().is_estimate(), "no sample pending yet");
+    let scope: Scope<'_, 1> = Scope::default();
+    pile(&scope, 10);
+    assert_eq!(pending_at(PILE_LINE), 10);
+    assert!(!profile::report().is_estimate());
+    // With a period of 2, at least one of 200 registrations is sampled but for a chance of
+    // 2^-200.
+    profile::enable_sampled(2);
+    pile(&scope, 200);
+    assert!(
+        profile::report().is_estimate(),
+        "the samples went to an entry of weight 1"
+    );
+    drop(scope);
+    assert_eq!(pending_at(PILE_LINE), 0);
+    assert!(!profile::report().is_estimate());
+    profile::enable();
+}

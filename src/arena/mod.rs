@@ -439,16 +439,14 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
     /// The first free slot, if the exact profile counts it and registering there takes nothing
     /// but the slot and one more count for the line of the last one: a pile-up in a scope
     /// without stats or a limit while [`profile::enable`](crate::profile::enable) is on.
+    /// Called only with no flag set (see `reserve_slow`): untracked, with slots pending.
     #[cfg(feature = "std")]
     #[inline(always)]
     fn counted_slot(&self, site: &'static Location<'static>) -> Option<NonNull<Slot>> {
-        let used = self.used.get();
-        // Untracked, with slots pending. (Past the inline ones too: the profile counts only
-        // slots from `N` on, so `count_again` refuses any before.)
-        if used & (TRACKING | RETAINED) != 0 {
-            return None;
-        }
-        let bytes = used & !FLAGS;
+        let bytes = self.used.get();
+        debug_assert_eq!(bytes & FLAGS, 0);
+        // Past the inline slots too: the profile counts only slots from `N` on, so
+        // `count_again` refuses any before.
         // Zero without a segment.
         let end = self.current_end();
         if bytes >= end {
@@ -677,33 +675,17 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
         }
     }
 
-    /// Forgets the sites of every pending closure, about to leave the arena one at a time by
-    /// [`Arena::start_last`]: an async drain calls this first, so that each step needs no
-    /// look at the sites.
-    #[cfg(feature = "std")]
-    #[inline(always)]
-    pub(crate) fn forget_all_sites(&mut self) {
-        if self.used.get() & TRACKING != 0 || self.heap_end.get() != 0 {
-            self.forget_all_sites_slow();
-        }
-    }
-
-    #[cfg(feature = "std")]
-    #[cold]
-    #[inline(never)]
-    fn forget_all_sites_slow(&mut self) {
-        self.forget_sites(0);
-    }
-
-    /// Forgets the sites of the slots from `from` on, which are leaving the arena: the
-    /// profile stops counting them.
-    fn forget_sites(&self, from: usize) {
+    /// Forgets the sites of every pending closure, about to leave the arena: the profile stops
+    /// counting them. The drains call this first, the async one too, so that each of its steps
+    /// ([`Arena::start_last`]) needs no look at the sites.
+    #[inline]
+    pub(crate) fn forget_all_sites(&self) {
         let Some(sites) = self.sites_ptr() else {
             return;
         };
         // SAFETY: as in `sites_mut`.
-        unsafe { &mut *sites.as_ptr() }.consumed(from, self.slots());
-        if from == 0 && self.spilled() {
+        unsafe { &mut *sites.as_ptr() }.consumed(0, self.slots());
+        if self.spilled() {
             // Nothing is counted any more: the fast path may fill the segment again.
             self.bound_heap(self.current_end());
         }
@@ -1137,7 +1119,7 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
     #[cold]
     #[inline(never)]
     fn consume_all_slow(&mut self, mode: Mode) {
-        self.forget_sites(0);
+        self.forget_all_sites();
         let count = self.slots();
         if count <= N {
             self.detach_inline(count * SLOT, mode).consume_all();
@@ -1150,7 +1132,7 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
     /// payload.
     #[cfg(feature = "std")]
     fn consume_all_caught(&mut self, mode: Mode) -> Option<Payload> {
-        self.forget_sites(0);
+        self.forget_all_sites();
         let count = self.slots();
         if count <= N {
             self.detach_inline(count * SLOT, mode).consume_all_caught()
