@@ -687,7 +687,7 @@ impl AsyncScope {
     fn push<D: Deferred + 'static>(&self, deferred: D) -> Stored<'_, D> {
         let site = Location::caller();
         let stored = self.exclusively(|arena| {
-            arena.push(deferred, site, tracking::admit, tracking::drop_refused)
+            arena.push(deferred, site, tracking::room, tracking::drop_refused)
         });
         match stored {
             Some(stored) => stored,

@@ -361,10 +361,10 @@ impl<'env, const N: usize> Scope<'env, N> {
         R: CleanupOutput,
     {
         let site = Location::caller();
-        if !tracking::admit(&self.arena) {
+        if tracking::room(&self.arena) == 0 {
             return Err(tracking::refuse(&self.arena, f, site));
         }
-        self.arena.push(Plain(f), site, tracking::admit, drop);
+        self.arena.push(Plain(f), site, tracking::room, drop);
         Ok(())
     }
 
@@ -674,7 +674,7 @@ impl<'env, const N: usize> Scope<'env, N> {
         let site = Location::caller();
         match self
             .arena
-            .push(deferred, site, tracking::admit, tracking::drop_refused)
+            .push(deferred, site, tracking::room, tracking::drop_refused)
         {
             Some(stored) => stored,
             None => self.limit_reached(site, from_defer),

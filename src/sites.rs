@@ -81,6 +81,14 @@ pub(crate) struct Sites {
     runs: SmallVec<[Run; 2]>,
     /// The last run's site ([`Site::Unknown`] without runs): read on every registration.
     last: Site,
+    /// The tracked fast path's bound, set by the arena after a registration that recorded its
+    /// line: the next ones from the same line need nothing but their slot while the arena's
+    /// `used` word, XOR `fast_flags`, is below `fast_end` (so its flags are still these, and
+    /// its byte count below the end of the slots at hand and the limit). Zero: no fast path.
+    /// Every change to the storage but a registration clears it, and so does a new limit.
+    pub(crate) fast_end: usize,
+    /// See `fast_end`.
+    pub(crate) fast_flags: usize,
     /// The profile's count of the closures that were pending when it began to count this
     /// storage: the slots `0..count`, each one unit of the entry.
     #[cfg(feature = "std")]
@@ -138,6 +146,8 @@ impl Sites {
         Sites {
             runs: SmallVec::new(),
             last: Site::Unknown,
+            fast_end: 0,
+            fast_flags: 0,
             #[cfg(feature = "std")]
             spill: None,
             #[cfg(feature = "std")]
@@ -163,15 +173,10 @@ impl Sites {
         }
     }
 
-    /// Whether a closure registered at `site` would continue the last run, with nothing else
-    /// to record: the last run is of that line, at that address, and the profile is not
-    /// counting here.
+    /// Whether a closure registered at `site` would continue the last run, a recorded one of
+    /// that line at that address. (The arena sets no fast bound while the profile counts here.)
     #[inline(always)]
     pub(crate) fn continues(&self, site: &'static Location<'static>) -> bool {
-        #[cfg(feature = "std")]
-        if self.next_sample != NOT_COUNTING {
-            return false;
-        }
         matches!(self.last, Site::Line(last) if core::ptr::eq(last, site))
     }
 
@@ -218,6 +223,8 @@ impl Sites {
     /// Copies the last run's site to `last`.
     fn sync_last(&mut self) {
         self.last = self.runs.last().map_or(Site::Unknown, |run| run.site);
+        // The runs changed: the fast path's bound goes too, until the arena sets it anew.
+        self.fast_end = 0;
     }
 
     /// Marks the slots from `index` on as registered unseen, until the next record.
@@ -367,6 +374,7 @@ impl Sites {
     /// Marks slot `index`, below the last slot, as vacant: no line's count includes
     /// it.
     pub(crate) fn mark_vacant(&mut self, index: usize) {
+        self.fast_end = 0;
         let after = self.runs.partition_point(|run| run.start <= index);
         let site = match after {
             0 => Site::Unknown,

@@ -77,6 +77,8 @@ pub(crate) fn set_limit<const N: usize, X: Tracked>(
 ) {
     tracking_mut(arena).limit = Some(limit);
     track_sites(arena, site);
+    // The room the last registration saw is not the room left under the new limit.
+    arena.forget_room();
 }
 
 /// Starts tracking stats; `site` is where tracking began if it had not.
@@ -117,10 +119,11 @@ pub(crate) fn limit<const N: usize, X: Tracked>(arena: &Arena<'_, N, X>) -> Opti
     arena.extras()?.tracking().limit
 }
 
-/// Whether the arena may take one more closure. Called on the slow path only: for scopes
-/// with extras or that track sites, and on growth.
-pub(crate) fn admit<const N: usize, X: Tracked>(arena: &Arena<'_, N, X>) -> bool {
-    limit(arena).is_none_or(|limit| arena.len() < limit)
+/// How many more closures the arena may take now: any number without a limit. Registration
+/// asks on its slow path only (for scopes with extras or that track sites, and on growth),
+/// and lets the next ones from the same line take the room without asking.
+pub(crate) fn room<const N: usize, X: Tracked>(arena: &Arena<'_, N, X>) -> usize {
+    limit(arena).map_or(usize::MAX, |limit| limit.saturating_sub(arena.len()))
 }
 
 /// Counts and describes a closure registered at `site` and refused at the limit.

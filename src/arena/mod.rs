@@ -303,9 +303,11 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
     }
 
     /// Registers `deferred`, registered at `site`, and returns where it is stored, which stays
-    /// valid until the next drain. When the arena has extras, `admit` is asked first (to
-    /// enforce a limit; it must say yes to an arena without extras): if it says no,
-    /// `deferred` is dropped, the arena is unchanged, and the result is `None` (a
+    /// valid until the next drain. When the arena has extras, `room` tells how many more
+    /// closures it may take (to enforce a limit; any number for an arena without extras),
+    /// asked on the slow path, whose answer holds for the registrations of the same line that
+    /// follow until the storage or the limit changes (see [`Arena::forget_room`]). With no
+    /// room, `deferred` is dropped, the arena is unchanged, and the result is `None` (a
     /// pointer-sized answer, so that the hot path returns it in a register); `refuse` gets
     /// `deferred` first, to drop it or panic. The site is recorded only on the slow path,
     /// where the arena tracks sites or the profile counts this registration.
@@ -314,7 +316,7 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
         &self,
         deferred: D,
         site: &'static Location<'static>,
-        admit: impl FnOnce(&Self) -> bool,
+        room: impl FnOnce(&Self) -> usize,
         refuse: impl FnOnce(D),
     ) -> Option<Stored<'_, D>> {
         let used = self.used.get();
@@ -334,9 +336,15 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
             // In `current`'s range, where the slot is in bounds.
             (self.heap_base().wrapping_byte_add(used), used)
         } else {
-            // The slow path hands back the length it leaves, so that a caller registering in
-            // a loop keeps it in a register rather than reading it back.
-            match self.reserve_slow(site, admit) {
+            // The slow paths hand back the length they leave, so that a caller registering in
+            // a loop keeps it in a register rather than reading it back. Without flags, there
+            // are no extras, so nothing to admit.
+            let reserved = if used & FLAGS == 0 {
+                self.reserve_untracked(site)
+            } else {
+                self.reserve_slow(site, room)
+            };
+            match reserved {
                 Some((slot, used)) => (slot.as_ptr(), used),
                 None => {
                     refuse(deferred);
@@ -352,86 +360,136 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
         Some(Stored::new(stored, (used & !FLAGS) / SLOT, self.address()))
     }
 
-    /// Asks `admit`, then finds the first free slot, entering or adding a segment if needed,
-    /// and records `site` if anything needs it; returns the slot with `used` as it must be
-    /// before the increment (without `RETAINED`). The three common cases come first, each
-    /// with a few tests: the growth of a plain storage, a pile-up under the exact profile,
-    /// and a tracked storage's next registration from the line of the last. (`RETAINED` is
-    /// clear on those paths: the slot is in `current`, or inline with no segment kept or
-    /// slots pending.)
+    /// For a storage with a flag set: asks `room`, then finds the first free slot, entering or
+    /// adding a segment if needed, and records `site` if anything needs it; returns the slot
+    /// with `used` as it must be before the increment (without `RETAINED`). A dispatcher that
+    /// needs no stack frame: a tracked storage's next registration from the line of the last
+    /// (a pile-up, the common case of a scope with stats or a limit), within the room the
+    /// last one saw, is answered here; the rest goes on to a function that does more.
     #[cold]
     #[inline(never)]
     fn reserve_slow(
         &self,
         site: &'static Location<'static>,
-        admit: impl FnOnce(&Self) -> bool,
+        room: impl FnOnce(&Self) -> usize,
     ) -> Option<(NonNull<Slot>, usize)> {
-        let used = self.used.get();
-        if used & FLAGS == 0 {
-            // No extras, so nothing to admit.
-            if used >= self.current_end() {
-                if !self.profiles() {
-                    // No line to record: the storage grows, and that is all.
-                    return Some((self.free_slot(used / SLOT), used));
-                }
-            } else {
-                // Within `current`, past a bound that the profile set. (A limit cannot refuse
-                // this: a limited scope has extras.)
-                #[cfg(feature = "std")]
-                if let Some(slot) = self.counted_slot(site) {
-                    return Some((slot, used));
-                }
-            }
-        }
-        if !admit(self) {
-            return None;
-        }
         if let Some(slot) = self.tracked_slot(site) {
-            return Some((slot, used));
+            debug_assert!(room(self) > 0, "the fast path went past the limit");
+            return Some((slot, self.used.get()));
         }
-        self.reserve_recorded(site)
+        self.reserve_recorded(site, room)
     }
 
-    /// [`Arena::reserve_slow`] past its short paths, once admitted.
+    /// [`Arena::reserve_slow`] for a storage with no flag set: the growth of a plain storage,
+    /// and a pile-up under the exact profile, come first, each with a few tests. (`RETAINED`
+    /// is clear: the slot is in `current`, or inline with no segment kept or slots pending.)
+    #[cold]
     #[inline(never)]
-    fn reserve_recorded(&self, site: &'static Location<'static>) -> Option<(NonNull<Slot>, usize)> {
+    fn reserve_untracked(
+        &self,
+        site: &'static Location<'static>,
+    ) -> Option<(NonNull<Slot>, usize)> {
+        let used = self.used.get();
+        if used >= self.current_end() {
+            if !self.profiles() {
+                // No line to record: the storage grows, and that is all.
+                return Some((self.free_slot(used / SLOT), used));
+            }
+        } else {
+            // Within `current`, past a bound that the profile set.
+            #[cfg(feature = "std")]
+            if let Some(slot) = self.counted_slot(site) {
+                return Some((slot, used));
+            }
+        }
+        self.reserve_recorded(site, |_| usize::MAX)
+    }
+
+    /// [`Arena::reserve_slow`] past its short paths: asks `room`, then takes the first free
+    /// slot and records `site` if anything needs it.
+    #[inline(never)]
+    fn reserve_recorded(
+        &self,
+        site: &'static Location<'static>,
+        room: impl FnOnce(&Self) -> usize,
+    ) -> Option<(NonNull<Slot>, usize)> {
+        let room = room(self);
+        if room == 0 {
+            return None;
+        }
         let count = self.slots();
         let slot = self.free_slot(count);
         // Bounds the fast path again if the profile counts slots here.
         self.record(count, site);
         // `EXTRAS`, if set, is unchanged by the coming increment; `RETAINED` no longer applies.
-        Some((slot, self.used.get() & !RETAINED))
+        let used = self.used.get() & !RETAINED;
+        if used & TRACKING != 0 {
+            self.bound_tracked(count, room, used);
+        }
+        Some((slot, used))
+    }
+
+    /// After a tracked registration at slot `count`, with `room` closures admitted then (that
+    /// one among them) and `used` before its increment: lets the next registrations from the
+    /// same line take their slots on the fast path, as far as the slots at hand (inline, or in
+    /// `current`) and the room go, while the profile does not count here.
+    fn bound_tracked(&self, count: usize, room: usize, used: usize) {
+        let slots_end = if count < N {
+            N * SLOT
+        } else {
+            // `current`'s end: a tracked storage's bound is never cut short.
+            self.heap_end.get()
+        };
+        // SAFETY: with `TRACKING` the box exists; the reference ends here, as in `sites_mut`.
+        let sites = unsafe { &mut *self.sites.get().assume_init().unwrap_unchecked().as_ptr() };
+        #[cfg(feature = "std")]
+        if sites.next_sample != crate::sites::NOT_COUNTING {
+            return;
+        }
+        sites.fast_end = slots_end.min(count.saturating_add(room).saturating_mul(SLOT));
+        sites.fast_flags = used & FLAGS;
+    }
+
+    /// Makes the next registration ask for room again: the limit changed, or the storage
+    /// moved to another scope.
+    pub(crate) fn forget_room(&self) {
+        if let Some(sites) = self.sites_ptr() {
+            // SAFETY: as in `sites_mut`; the reference ends here.
+            unsafe { &mut *sites.as_ptr() }.fast_end = 0;
+        }
     }
 
     /// The first free slot of a storage that records every line, if registering there takes
-    /// nothing but the slot: room without a new segment, the profile off, and `site` the line
-    /// of the last run (a pile-up, or any run of one line). The common case of a scope with
-    /// stats or a limit.
+    /// nothing but the slot: within the bound the last registration set (see
+    /// [`Arena::bound_tracked`]), the profile off, and `site` the line of the last run (a
+    /// pile-up, or any run of one line). The common case of a scope with stats or a limit.
     #[inline(always)]
     fn tracked_slot(&self, site: &'static Location<'static>) -> Option<NonNull<Slot>> {
         let used = self.used.get();
-        if used & (TRACKING | RETAINED) != TRACKING {
-            return None;
-        }
-        let bytes = used & !FLAGS;
-        let slot = if bytes < N * SLOT {
-            // SAFETY: within the inline array.
-            unsafe { self.inline_slots().byte_add(bytes) }
-        } else if bytes < self.heap_end.get() {
-            // In `current`'s range (which `heap_end` does not cut short while tracking).
-            self.heap_base().wrapping_byte_add(bytes)
-        } else {
-            return None;
-        };
-        #[cfg(feature = "std")]
-        if crate::profile::period() != 0 {
+        if used & TRACKING == 0 {
             return None;
         }
         // SAFETY: with `TRACKING` the box exists; the reference ends here, as in `sites_mut`.
         let sites = unsafe { self.sites.get().assume_init().unwrap_unchecked().as_ref() };
-        if !sites.continues(site) {
+        // The byte count, if the flags are those the bound was set for.
+        let bytes = used ^ sites.fast_flags;
+        if bytes >= sites.fast_end || !sites.continues(site) {
             return None;
         }
+        #[cfg(feature = "std")]
+        if crate::profile::period() != 0 {
+            return None;
+        }
+        let slot = if bytes < N * SLOT {
+            // SAFETY: within the inline array.
+            unsafe { self.inline_slots().byte_add(bytes) }
+        } else if bytes < self.heap_end.get() {
+            // In `current`'s range (which `heap_end` does not cut short while tracking). The
+            // bound says so too: this test keeps memory safety independent of it.
+            self.heap_base().wrapping_byte_add(bytes)
+        } else {
+            return None;
+        };
         // SAFETY: in the inline array or `current`, which are never null.
         Some(unsafe { NonNull::new_unchecked(slot) })
     }
@@ -439,7 +497,7 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
     /// The first free slot, if the exact profile counts it and registering there takes nothing
     /// but the slot and one more count for the line of the last one: a pile-up in a scope
     /// without stats or a limit while [`profile::enable`](crate::profile::enable) is on.
-    /// Called only with no flag set (see `reserve_slow`): untracked, with slots pending.
+    /// Called only with no flag set (see `reserve_untracked`): untracked, with slots pending.
     #[cfg(feature = "std")]
     #[inline(always)]
     fn counted_slot(&self, site: &'static Location<'static>) -> Option<NonNull<Slot>> {
@@ -968,6 +1026,9 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
         self.used.set((self.used.get() & !EXTRAS) + mine);
         other.used.set((other.used.get() & !EXTRAS) + theirs);
         self.extras.swap(&other.extras);
+        // Each storage now has the other's limit, if any.
+        self.forget_room();
+        other.forget_room();
     }
 
     /// Runs every pending closure, last first. If one panics, the others still run (their
@@ -1267,7 +1328,7 @@ mod tests {
             let _ = arena.push(
                 Plain(|| ()),
                 core::panic::Location::caller(),
-                |_| true,
+                |_| usize::MAX,
                 drop,
             );
         }
@@ -1299,7 +1360,7 @@ mod tests {
         let _ = arena.push(
             Plain(|| ()),
             core::panic::Location::caller(),
-            |_| true,
+            |_| usize::MAX,
             drop,
         );
         assert!(!arena.run_if_only_inline(), "a segment to free");
@@ -1310,7 +1371,7 @@ mod tests {
             let _ = arena.push(
                 Plain(|| ()),
                 core::panic::Location::caller(),
-                |_| true,
+                |_| usize::MAX,
                 drop,
             );
         }
@@ -1340,7 +1401,7 @@ mod tests {
         let _ = arena.push(
             Plain(|| ()),
             core::panic::Location::caller(),
-            |_| true,
+            |_| usize::MAX,
             drop,
         );
         assert_eq!(arena.len(), 1, "registering after a drain clears the mark");
@@ -1366,7 +1427,7 @@ mod tests {
             arena: &Arena<'static, N, ()>,
             site: &'static Location<'static>,
         ) {
-            let _ = arena.push(Plain(|| ()), site, |_| true, drop);
+            let _ = arena.push(Plain(|| ()), site, |_| usize::MAX, drop);
         }
 
         /// The slot of index `index`, inline or in `current`.
@@ -1379,7 +1440,8 @@ mod tests {
         }
 
         /// The tracked short path gives the next free slot exactly when registering needs nothing
-        /// else: tracking, no segment to enter, the line of the last run, the profile off.
+        /// else: tracking, after a recorded registration of the same line, no segment to enter,
+        /// the profile off.
         #[test]
         fn tracked_slot_is_the_next_free_slot_when_nothing_else_is_needed() {
             let _profile = crate::profile::tests::exclusive();
@@ -1388,9 +1450,14 @@ mod tests {
             register(&arena, here);
             assert!(arena.tracked_slot(here).is_none(), "not tracking");
             arena.start_tracking(here);
-            assert_eq!(arena.tracked_slot(here), NonNull::new(slot_at(&arena, 1)));
+            assert!(
+                arena.tracked_slot(here).is_none(),
+                "no registration recorded since"
+            );
+            register(&arena, here);
+            assert_eq!(arena.tracked_slot(here), NonNull::new(slot_at(&arena, 2)));
             assert!(arena.tracked_slot(other).is_none(), "another line");
-            for _ in 1..8 {
+            for _ in 2..8 {
                 register(&arena, here);
             }
             assert!(arena.tracked_slot(here).is_none(), "a segment to add");
@@ -1411,6 +1478,46 @@ mod tests {
                 "the profile may count it"
             );
             crate::profile::disable();
+            arena.run_all();
+        }
+
+        /// The tracked short path takes no more slots than the room the last recorded
+        /// registration saw, and asks again once the limit or the storage's scope changes.
+        #[test]
+        fn tracked_slot_stays_within_the_room_the_last_registration_saw() {
+            let _profile = crate::profile::tests::exclusive();
+            let here = Location::caller();
+            let mut arena = Arena::<'static, 2, ()>::new();
+            arena.start_tracking(here);
+            let limited = |arena: &Arena<'static, 2, ()>, room: usize| {
+                let _ = arena.push(Plain(|| ()), here, |_| room, drop);
+            };
+            // Segments: slots 2 to 5, then 6 to 11.
+            limited(&arena, 5); // slot 0: it and four more
+            assert_eq!(arena.tracked_slot(here), NonNull::new(slot_at(&arena, 1)));
+            register(&arena, here); // slot 1, on the fast path: the bound stays
+            assert!(arena.tracked_slot(here).is_none(), "a segment to add");
+            limited(&arena, 3); // slot 2, in a new segment: it and two more
+            assert_eq!(arena.tracked_slot(here), NonNull::new(slot_at(&arena, 3)));
+            register(&arena, here);
+            register(&arena, here);
+            assert!(arena.tracked_slot(here).is_none(), "no room left");
+            limited(&arena, 2); // slot 5: it and one more, past the segment
+            assert!(arena.tracked_slot(here).is_none(), "a segment to add");
+            limited(&arena, 9); // slot 6, in a new segment
+            assert_eq!(arena.tracked_slot(here), NonNull::new(slot_at(&arena, 7)));
+            arena.forget_room();
+            assert!(arena.tracked_slot(here).is_none(), "a new limit");
+            limited(&arena, 9); // slot 7
+            let taken = arena.take();
+            assert!(taken.tracked_slot(here).is_none(), "under another limit");
+            limited(&taken, 9); // slot 8
+            assert_eq!(taken.tracked_slot(here), NonNull::new(slot_at(&taken, 9)));
+            arena.put_back(taken);
+            assert!(
+                arena.tracked_slot(here).is_none(),
+                "back under the arena's limit"
+            );
             arena.run_all();
         }
 
