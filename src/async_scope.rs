@@ -10,7 +10,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use core::task::Poll;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 
-use crate::arena::{Arena, Claim, EntryEnd, Payload, Step, Stored, drop_payload};
+use crate::arena::{Arena, Claim, EntryEnd, Payload, Step, Stored, drop_payload, drop_quietly};
 use crate::bounds::{CleanupError, CleanupOutput};
 use crate::deferred::{
     Call, CleanupFuture, Deferred, DrainContext, Held, OnFailure, OnSuccess, Outcome, Plain,
@@ -687,7 +687,7 @@ impl AsyncScope {
     fn push<D: Deferred + 'static>(&self, deferred: D) -> Stored<'_, D> {
         let site = Location::caller();
         let stored = self.exclusively(|arena| {
-            arena.push(deferred, site, tracking::room, tracking::drop_refused)
+            arena.push(deferred, site, tracking::room, crate::arena::drop_quietly)
         });
         match stored {
             Some(stored) => stored,
@@ -919,7 +919,7 @@ pub async fn async_scope<R>(body: impl AsyncFnOnce(&AsyncScope) -> R) -> R {
         Ok(value) => {
             let site = drained.context.error_sites.first().copied();
             if let Err(errors) = drained.into_result() {
-                unreported(&errors, site.expect("a failed cleanup records its site"));
+                unreported(errors, site.expect("a failed cleanup records its site"));
             }
             value
         }
@@ -1081,7 +1081,7 @@ impl Drained {
     fn into_result(self) -> Result<(), CleanupErrors> {
         let Drained { context, panic } = self;
         if let Some(payload) = panic {
-            report_lost(&context);
+            report_lost(context);
             resume_unwind(payload);
         }
         CleanupErrors::from_vec(context.errors).map_or(Ok(()), Err)
@@ -1089,17 +1089,19 @@ impl Drained {
 
     /// For a body that panicked: the body's panic wins, the rest is reported or dropped.
     fn settle_while_unwinding(self) {
-        report_lost(&self.context);
+        report_lost(self.context);
         if let Some(payload) = self.panic {
             drop_payload(payload);
         }
     }
 }
 
-/// Reports each error that a panic keeps from being returned.
-fn report_lost(context: &DrainContext) {
-    for (error, &site) in context.errors.iter().zip(&context.error_sites) {
-        report::send(ReportKind::ErrorLostToPanic, site, Some(&**error));
+/// Reports each error that a panic keeps from being returned, then drops it, catching a
+/// panic of its drop (which would replace the panic that wins, or abort during an unwind).
+fn report_lost(context: DrainContext) {
+    for (error, site) in context.errors.into_iter().zip(context.error_sites) {
+        report::send(ReportKind::ErrorLostToPanic, site, Some(&*error));
+        drop_quietly(error);
     }
 }
 
@@ -1191,6 +1193,8 @@ fn spawn_detached(futures: Vec<Started<'static>>) {
                 Ok(Ok(())) => {}
                 Ok(Err(error)) => {
                     report::send(ReportKind::FailedAfterCancel, site, Some(&*error));
+                    // A panic of its drop would end the task, and the queued cleanups with it.
+                    drop_quietly(error);
                 }
                 Err(payload) => {
                     report::send_panicked(site, &payload);

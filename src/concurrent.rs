@@ -19,7 +19,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::{Mutex, PoisonError};
 use std::task::Wake;
 
-use crate::arena::{Payload, drop_payload};
+use crate::arena::{Payload, drop_payload, drop_quietly};
 use crate::async_scope::AsyncScope;
 use crate::deferred::{DrainContext, Outcome};
 use crate::ending::unreported;
@@ -583,10 +583,13 @@ impl<E> Failures<E> {
     fn finish(mut self) -> Result<(), ScopeError<E>> {
         let all = self.all_cleanup_errors();
         if let Some((_, payload)) = self.panic.take() {
-            for (error, &site) in all.errors.iter().zip(&all.sites) {
-                report::send(ReportKind::ErrorLostToPanic, site, Some(&**error));
+            // Reported, then dropped with the body's error before the panic resumes, each drop's
+            // own panic caught: it would replace the panic, or abort during its unwind.
+            for (error, site) in all.errors.into_iter().zip(all.sites) {
+                report::send(ReportKind::ErrorLostToPanic, site, Some(&*error));
+                drop_quietly(error);
             }
-            drop(self);
+            drop_quietly(self);
             resume_unwind(payload);
         }
         let suppressed = CleanupErrors::from_vec(all.errors);
@@ -603,9 +606,12 @@ impl<E> Failures<E> {
         let all = self.all_cleanup_errors();
         let site = all.sites.first().copied();
         self.cleanup_errors = all;
-        if let Err(error) = self.finish() {
-            let errors = error.cleanup_errors().expect("only cleanups can fail");
-            unreported(errors, site.expect("a failed cleanup records its site"));
+        match self.finish() {
+            Ok(()) => {}
+            Err(ScopeError::Cleanup(errors)) => {
+                unreported(errors, site.expect("a failed cleanup records its site"))
+            }
+            Err(ScopeError::Body { .. }) => unreachable!("only cleanups can fail"),
         }
     }
 }

@@ -4,6 +4,7 @@
 use alloc::vec::Vec;
 use core::panic::Location;
 
+use crate::arena::drop_quietly;
 #[cfg(feature = "std")]
 use crate::arena::{Payload, drop_payload};
 use crate::deferred::{DrainContext, Outcome};
@@ -151,12 +152,15 @@ impl<'env, const N: usize> Scope<'env, N> {
         }
         if may_panic {
             let site = error_sites[0];
-            unreported(&CleanupErrors::from_vec(errors).expect("not empty"), site);
+            unreported(CleanupErrors::from_vec(errors).expect("not empty"), site);
         }
         #[cfg(feature = "std")]
         for (error, site) in errors.iter().zip(error_sites) {
             crate::report::send(ReportKind::ErrorLostToPanic, site, Some(&**error));
         }
+        // Reported: what is left is their drop, which must not panic here (the thread may be
+        // unwinding, or a closure's panic is about to resume).
+        errors.into_iter().for_each(drop_quietly);
         None
     }
 }
@@ -196,11 +200,16 @@ fn hand_over(handler: &mut dyn FnMut(BoxError), errors: Vec<BoxError>) -> Option
 #[cold]
 #[inline(never)]
 #[track_caller]
-pub(crate) fn unreported(errors: &CleanupErrors, site: &Location<'_>) -> ! {
+pub(crate) fn unreported(errors: CleanupErrors, site: &Location<'_>) -> ! {
     // Formatted here, where a panicking `Display` can be caught: inside the panic hook, it
-    // would abort the process.
+    // would abort the process. Then dropped, before the panic: during its unwind, a panicking
+    // drop would abort the process too.
     #[cfg(feature = "std")]
-    let errors = describe(errors);
+    let errors = {
+        let text = describe(&errors);
+        drop_quietly(errors);
+        text
+    };
     panic!(
         "{errors} (registered at {site}), and nothing could return the error: give the scope a \
          handler with set_error_handler, or end it with finish() or try_scope"

@@ -674,7 +674,7 @@ impl<'env, const N: usize> Scope<'env, N> {
         let site = Location::caller();
         match self
             .arena
-            .push(deferred, site, tracking::room, tracking::drop_refused)
+            .push(deferred, site, tracking::room, crate::arena::drop_quietly)
         {
             Some(stored) => stored,
             None => self.limit_reached(site, from_defer),

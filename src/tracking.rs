@@ -212,17 +212,3 @@ pub(crate) fn stats<const N: usize, X: Tracked>(arena: &Arena<'_, N, X>) -> Opti
         arena.heap_bytes(),
     ))
 }
-
-/// Drops a closure refused at the limit. With `std`, a panic of its drop is caught and
-/// dropped, so that the limit's panic, which names the line that piles up, is the one seen.
-#[cold]
-pub(crate) fn drop_refused<D>(refused: D) {
-    #[cfg(feature = "std")]
-    if let Err(payload) =
-        std::panic::catch_unwind(core::panic::AssertUnwindSafe(move || drop(refused)))
-    {
-        crate::arena::drop_payload(payload);
-    }
-    #[cfg(not(feature = "std"))]
-    drop(refused);
-}

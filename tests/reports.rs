@@ -840,3 +840,156 @@ fn with_the_tracing_feature_the_default_hook_emits_an_event_with_fields() {
         },
     );
 }
+
+/// An error whose drop panics, as a cleanup's error, once handed to the crate, is dropped by
+/// it when nothing can return it.
+#[derive(Debug)]
+struct DropPanics(&'static AtomicUsize);
+
+impl fmt::Display for DropPanics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("close failed")
+    }
+}
+
+impl Error for DropPanics {}
+
+impl Drop for DropPanics {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        panic!("the error's drop panicked");
+    }
+}
+
+/// Before: the errors that a panic keeps from being returned were reported, then dropped
+/// where a panic of their drop aborted the process (during the body's unwind), or replaced
+/// the panic that wins (a cleanup's, resumed by `finish`; the body's, in `async_scope`).
+/// Now each such drop's panic is caught: the winning panic resumes, and each error is dropped
+/// once.
+#[test]
+fn an_error_whose_drop_panics_neither_aborts_nor_replaces_the_panic_that_wins() {
+    in_child(
+        "an_error_whose_drop_panics_neither_aborts_nor_replaces_the_panic_that_wins",
+        || {
+            quiet_panics();
+            static DROPS: AtomicUsize = AtomicUsize::new(0);
+            let failing = || async { Err::<(), _>(DropPanics(&DROPS)) };
+            let runtime = current_thread_runtime();
+            type Case<'a> = (&'static str, Box<dyn Fn() + 'a>);
+            let cases: [Case<'_>; 6] = [
+                (
+                    "body failed",
+                    Box::new(|| {
+                        let scope = Scope::new();
+                        scope.defer_fallible(|| Err::<(), _>(DropPanics(&DROPS)));
+                        panic!("body failed");
+                    }),
+                ),
+                (
+                    "body failed",
+                    Box::new(|| {
+                        let _ = scoped_defer::try_scope(|s| {
+                            s.defer_fallible(|| Err::<(), _>(DropPanics(&DROPS)));
+                            panic!("body failed");
+                            #[allow(unreachable_code)]
+                            Ok::<(), &str>(())
+                        });
+                    }),
+                ),
+                (
+                    "cleanup panicked",
+                    Box::new(|| {
+                        let scope = Scope::new();
+                        scope.defer_fallible(|| Err::<(), _>(DropPanics(&DROPS)));
+                        scope.defer(|| panic!("cleanup panicked"));
+                        let _ = scope.finish();
+                    }),
+                ),
+                (
+                    "cleanup panicked",
+                    Box::new(|| {
+                        let scope = AsyncScope::new();
+                        scope.defer_async_fallible(failing());
+                        scope.defer(|| panic!("cleanup panicked"));
+                        let _ = runtime.block_on(scope.finish());
+                    }),
+                ),
+                (
+                    "body failed",
+                    Box::new(|| {
+                        runtime.block_on(async_scope(async |s| {
+                            s.defer_async_fallible(failing());
+                            panic!("body failed");
+                        }));
+                    }),
+                ),
+                // Not unwinding, and nothing to return the error: the panic that says so, made
+                // after the error is dropped (before, its drop in that panic's unwind aborted).
+                (
+                    "cleanup failed: close failed",
+                    Box::new(|| {
+                        let scope = Scope::new();
+                        scope.defer_fallible(|| Err::<(), _>(DropPanics(&DROPS)));
+                    }),
+                ),
+            ];
+            for (i, (expected, case)) in cases.iter().enumerate() {
+                let panicked = catch_expected(case).expect_err("the case panics");
+                assert!(
+                    message(&*panicked).starts_with(expected),
+                    "case {i}: {:?}",
+                    message(&*panicked)
+                );
+                assert_eq!(
+                    DROPS.load(Ordering::SeqCst),
+                    i + 1,
+                    "case {i}: dropped once"
+                );
+            }
+        },
+    );
+}
+
+/// Before: the task that awaits a cancelled scope's cleanups dropped a failed one's error
+/// outside any catch: its drop's panic ended the task, the cleanups queued behind it were
+/// never awaited, and they were reported as left at a runtime shutdown that never happened.
+#[cfg(feature = "tokio")]
+#[test]
+fn a_cancelled_scope_s_task_goes_on_past_an_error_whose_drop_panics() {
+    in_child(
+        "a_cancelled_scope_s_task_goes_on_past_an_error_whose_drop_panics",
+        || {
+            quiet_panics();
+            static DROPS: AtomicUsize = AtomicUsize::new(0);
+            let ran = Arc::new(AtomicUsize::new(0));
+            let runtime = current_thread_runtime();
+            let reports = recorded(|| {
+                runtime.block_on(async {
+                    let scope = AsyncScope::new();
+                    let first = Arc::clone(&ran);
+                    scope.defer_async(async move {
+                        first.fetch_add(1, Ordering::SeqCst);
+                    });
+                    scope.defer_async_fallible(async { Err::<(), _>(DropPanics(&DROPS)) });
+                    drop(scope);
+                    for _ in 0..10 {
+                        tokio::task::yield_now().await;
+                    }
+                });
+            });
+            assert_eq!(
+                ran.load(Ordering::SeqCst),
+                1,
+                "the first cleanup was awaited"
+            );
+            assert_eq!(DROPS.load(Ordering::SeqCst), 1);
+            assert_eq!(
+                fields(&reports)
+                    .iter()
+                    .map(|seen| seen.kind)
+                    .collect::<Vec<_>>(),
+                [ReportKind::FailedAfterCancel],
+            );
+        },
+    );
+}

@@ -341,6 +341,22 @@ pub(crate) unsafe fn finish_caught(base: *mut Slot, end: *mut Slot, payload: Pay
     }
 }
 
+/// Drops a value of the user's (an error, a refused closure) whose destructor may panic,
+/// where that panic must not get out: during an unwind it would abort the process, and
+/// elsewhere it would replace the panic or the report that matters. With `std`, it is caught
+/// and dropped.
+#[cold]
+pub(crate) fn drop_quietly<T>(value: T) {
+    #[cfg(feature = "std")]
+    if let Err(payload) =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(value)))
+    {
+        drop_payload(payload);
+    }
+    #[cfg(not(feature = "std"))]
+    drop(value);
+}
+
 /// Drops a caught panic payload whose own destructor might panic too.
 #[cfg(feature = "std")]
 pub(crate) fn drop_payload(mut payload: Payload) {

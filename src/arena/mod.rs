@@ -33,6 +33,7 @@ use core::ptr::NonNull;
 #[cfg(feature = "std")]
 use crate::deferred::Started;
 use crate::deferred::{Deferred, DrainContext};
+pub(crate) use drain::drop_quietly;
 #[cfg(feature = "std")]
 pub(crate) use drain::{Payload, drop_payload};
 use drain::{Run, Runs};
