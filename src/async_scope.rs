@@ -526,9 +526,10 @@ impl AsyncScope {
 
     /// Consumes one entry early, as `end` says, after counting it; the closure runs once the
     /// busy flag is released, so that it may use the scope.
-    fn consume_entry(&self, claim: Claim<'_>, end: EntryEnd) {
+    fn consume_entry(&self, claim: Claim<'_>, end: EntryEnd, leaving: &mut dyn FnMut()) {
         let taken = self.exclusively(|arena| {
             tracking::count_entry(arena, arena.line_of(&claim), consumed_as(end));
+            leaving();
             arena.take_entry(claim)
         });
         match end {
@@ -686,12 +687,19 @@ impl AsyncScope {
     #[track_caller]
     fn push<D: Deferred + 'static>(&self, deferred: D) -> Stored<'_, D> {
         let site = Location::caller();
+        let mut refused = None;
         let stored = self.exclusively(|arena| {
-            arena.push(deferred, site, tracking::room, crate::arena::drop_quietly)
+            arena.push(deferred, site, tracking::room, |deferred| {
+                refused = Some(deferred);
+            })
         });
         match stored {
             Some(stored) => stored,
-            None => self.limit_reached(site),
+            None => {
+                // Dropped once the scope is free again: its captures' drop may use the scope.
+                drop_quietly(refused);
+                self.limit_reached(site)
+            }
         }
     }
 
@@ -1242,5 +1250,65 @@ mod tests {
         scope.defer(|| ());
         assert!(!scope.busy.load(Relaxed), "released after a registration");
         assert_eq!(scope.arena.len(), 1);
+    }
+
+    /// A held value released while another thread holds the flag stays held, its cleanup
+    /// pending: before, `release` took the value out first, and the flag's panic dropped it
+    /// and left an entry whose cleanup was skipped without a word.
+    #[test]
+    fn a_release_that_finds_the_flag_taken_leaves_the_entry_whole() {
+        use core::pin::pin;
+        use core::task::{Context, Poll, Waker};
+        use std::string::String;
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+
+        use crate::Held;
+
+        let ran = Arc::new(AtomicUsize::new(0));
+        let scope = AsyncScope::new();
+        let cleanup_ran = Arc::clone(&ran);
+        let held = scope.hold_async_entry(String::from("conn"), move |value| async move {
+            assert_eq!(value, "conn");
+            cleanup_ran.fetch_add(1, SeqCst);
+        });
+        scope.busy.store(true, Relaxed);
+        let released = catch_unwind(AssertUnwindSafe(move || Held::release(held)));
+        assert!(released.is_err(), "released while the flag was taken");
+        scope.busy.store(false, Relaxed);
+        assert_eq!(scope.len(), 1, "the entry stayed");
+        let mut finished = pin!(scope.finish());
+        match finished
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()))
+        {
+            Poll::Ready(result) => result.unwrap(),
+            Poll::Pending => panic!("the cleanup is ready at once"),
+        }
+        assert_eq!(ran.load(SeqCst), 1, "its cleanup ran, with its value");
+    }
+
+    /// A closure refused at the limit is dropped once the scope is free again, so its drop
+    /// may use the scope. Before: it was dropped while the registration held the flag, and
+    /// its use of the scope panicked as if another thread held it.
+    #[test]
+    fn a_refused_closure_s_drop_may_use_the_scope() {
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+
+        static SEEN: AtomicUsize = AtomicUsize::new(usize::MAX);
+        struct LooksAtScope(&'static AsyncScope);
+        impl Drop for LooksAtScope {
+            fn drop(&mut self) {
+                SEEN.store(self.0.len(), SeqCst);
+            }
+        }
+        // In a static, which Miri does not count as leaked.
+        static SCOPE: std::sync::OnceLock<AsyncScope> = std::sync::OnceLock::new();
+        let scope = SCOPE.get_or_init(|| AsyncScope::with_limit(1));
+        scope.defer(|| ());
+        let looks = LooksAtScope(scope);
+        let refused = catch_unwind(AssertUnwindSafe(move || scope.defer(move || drop(looks))));
+        assert!(refused.is_err(), "past the limit");
+        assert_eq!(SEEN.load(SeqCst), 1, "the drop saw the scope");
     }
 }

@@ -11,8 +11,10 @@ use core::ops::{Deref, DerefMut};
 
 use crate::arena::{Claim, EntryEnd, Lent, Taken};
 
-/// How a scope consumes one of its entries early: counts it, takes it out and consumes it.
-pub(crate) type ConsumeEntry<S> = fn(&S, Claim<'_>, EntryEnd);
+/// How a scope consumes one of its entries early: counts it, calls the last argument once
+/// nothing can stop it from taking the entry out (an `AsyncScope` used by another thread
+/// at the same moment panics before), then takes it out and consumes it.
+pub(crate) type ConsumeEntry<S> = fn(&S, Claim<'_>, EntryEnd, &mut dyn FnMut());
 
 /// A handle to one closure registered by `defer_entry` ([`Scope::defer_entry`],
 /// [`SendScope::defer_entry`], [`AsyncScope::defer_entry`]).
@@ -74,14 +76,14 @@ impl<'a, S: ?Sized> Entry<'a, S> {
     /// Drops the closure without running it (its captures are dropped now). The scope's stats
     /// count it as dismissed.
     pub fn cancel(self) {
-        (self.consume)(self.scope, self.claim, EntryEnd::Discard);
+        (self.consume)(self.scope, self.claim, EntryEnd::Discard, &mut || {});
     }
 
     /// Runs the closure now, out of order; the others keep theirs. A panic of the closure
     /// propagates (unless the thread is already panicking: then it is caught and dropped, as
     /// a scope's drain does). The scope's stats count it as run.
     pub fn run_now(self) {
-        (self.consume)(self.scope, self.claim, EntryEnd::Run);
+        (self.consume)(self.scope, self.claim, EntryEnd::Run, &mut || {});
     }
 }
 
@@ -151,9 +153,14 @@ impl<'a, T, S: ?Sized> Held<'a, T, S> {
     ///
     /// If dropping the cleanup's captures panics (the value is dropped too, then).
     pub fn release(mut this: Self) -> T {
-        let value = this.value.get_mut().take().expect("held until released");
-        (this.consume)(this.scope, this.claim, EntryEnd::Discard);
-        value
+        let mut value = None;
+        let slot = &mut this.value;
+        // Taken out only once the entry is sure to leave: a panic before leaves it whole,
+        // value and cleanup.
+        (this.consume)(this.scope, this.claim, EntryEnd::Discard, &mut || {
+            value = slot.get_mut().take();
+        });
+        value.expect("held until released")
     }
 
     /// The scope and the claim, for a scope that consumes the entry its own way.
@@ -183,7 +190,7 @@ impl<'a, T, S: ?Sized> Held<'a, T, S> {
     /// assert_eq!(stopped.get(), 1, "run once");
     /// ```
     pub fn run_now(this: Self) {
-        (this.consume)(this.scope, this.claim, EntryEnd::Run);
+        (this.consume)(this.scope, this.claim, EntryEnd::Run, &mut || {});
     }
 }
 

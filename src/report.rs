@@ -55,7 +55,9 @@ use crate::arena::drop_payload;
 ///
 /// The cleanup of a cancelled `AsyncScope` here is also one that
 /// [`Held::run_now_async`](crate::Held::run_now_async) was awaiting when its future was
-/// dropped: it is handed over the same way.
+/// dropped, and one that a sync `run_now` ([`Entry::run_now`](crate::Entry::run_now),
+/// [`Held::run_now`](crate::Held::run_now)) started, which nothing there can await: each is
+/// handed over the same way.
 #[non_exhaustive]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ReportKind {
@@ -125,7 +127,8 @@ impl fmt::Display for Report<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let site = self.site;
         let cancelled = "it was cancelled (its AsyncScope, or the `Held::run_now_async` \
-                         awaiting it, was dropped before it ended)";
+                         awaiting it, was dropped before it ended, or a sync `run_now`, which \
+                         cannot await it, started it)";
         match self.kind {
             ReportKind::ErrorLostToPanic => write!(
                 f,

@@ -593,8 +593,9 @@ impl<'env, const N: usize> Scope<'env, N> {
     }
 
     /// Consumes one entry early, as `end` says, after counting it.
-    pub(crate) fn consume_entry(&self, claim: Claim<'_>, end: EntryEnd) {
+    pub(crate) fn consume_entry(&self, claim: Claim<'_>, end: EntryEnd, leaving: &mut dyn FnMut()) {
         tracking::count_entry(&self.arena, self.arena.line_of(&claim), consumed_as(end));
+        leaving();
         entry::consume_taken(self.arena.take_entry(claim), end);
     }
 

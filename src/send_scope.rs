@@ -253,8 +253,8 @@ impl<'env, const N: usize> SendScope<'env, N> {
         crate::Held::new(value, self, claim, Self::consume_entry)
     }
 
-    fn consume_entry(&self, claim: Claim<'_>, end: EntryEnd) {
-        self.inner.consume_entry(claim, end);
+    fn consume_entry(&self, claim: Claim<'_>, end: EntryEnd, leaving: &mut dyn FnMut()) {
+        self.inner.consume_entry(claim, end, leaving);
     }
 
     /// See [`Scope::hold_fallible`]; the value and the cleanup must be `Send`.

@@ -319,6 +319,25 @@ fn a_dropped_run_now_async_reports_its_cleanup_as_cancelled() {
     assert!(!text.contains("its AsyncScope was cancelled"), "{text}");
 }
 
+/// A sync `Held::run_now` on an `AsyncScope`'s async cleanup, outside a runtime, hands it
+/// over too; the report names the sync `run_now` among the causes, not only a dropped scope
+/// (this one stays alive).
+#[test]
+fn a_sync_run_now_of_an_async_cleanup_is_named_in_its_report() {
+    let mut line = 0;
+    let reports = recorded(|| {
+        let scope = AsyncScope::new();
+        line = line!() + 1;
+        let held = scope.hold_async_entry((), |()| async {});
+        Held::run_now(held);
+        assert!(scope.is_empty(), "the entry left its scope");
+    });
+    let kind = not_awaited_outside_a_runtime();
+    assert_eq!(fields(&reports), [Seen::new(kind, line, None)]);
+    let text = &reports[0].1;
+    assert!(text.contains("a sync `run_now`"), "{text}");
+}
+
 /// The new user: a tokio program built without the `tokio` feature. Inside a
 /// runtime, the report must still say what would have awaited the cleanup.
 #[cfg(not(feature = "tokio"))]
