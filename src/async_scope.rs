@@ -538,7 +538,7 @@ impl AsyncScope {
             // over as a cancelled scope's are.
             EntryEnd::Run => entry::caught_while_unwinding(move || {
                 if let Some(started) = taken.start(&mut DrainContext::new(Outcome::Success)) {
-                    detach(alloc::vec![started]);
+                    detach(None, alloc::vec![started]);
                 }
             }),
         }
@@ -790,7 +790,8 @@ impl AsyncScope {
     fn cancel(&mut self) {
         self.arena.forget_all_sites();
         let mut context = DrainContext::new(Outcome::Failure);
-        let mut futures: Vec<Started<'static>> = self.in_flight.take().into_iter().collect();
+        let in_flight = self.in_flight.take();
+        let mut futures: Vec<Started<'static>> = Vec::new();
         let mut panic = None;
         loop {
             match self.start_next(&mut context, &mut panic) {
@@ -799,8 +800,8 @@ impl AsyncScope {
                 Step::Await(started) => futures.push(started),
             }
         }
-        if !futures.is_empty() {
-            detach(futures);
+        if in_flight.is_some() || !futures.is_empty() {
+            detach(in_flight, futures);
         }
         if let Some(payload) = panic {
             if std::thread::panicking() {
@@ -858,7 +859,7 @@ impl<T> crate::Held<'_, T, AsyncScope> {
         // Dropped before the cleanup completes: handed over like a cancelled scope's.
         let mut in_flight = scopeguard::guard(Some(started), |started| {
             if let Some(started) = started {
-                detach(alloc::vec![started]);
+                detach(Some(started), Vec::new());
             }
         });
         let future = &mut in_flight.as_mut().expect("just set").future;
@@ -1141,18 +1142,19 @@ fn concurrent_registration() -> ! {
 }
 
 /// Hands the futures of a cancelled scope to the runtime if there is one to spawn them on,
-/// else reports and drops them, saying what would have awaited them.
-fn detach(futures: Vec<Started<'static>>) {
+/// else reports and drops them, saying what would have awaited them: first the one that was
+/// being awaited, if any, then the others in order.
+fn detach(in_flight: Option<Started<'static>>, queued: Vec<Started<'static>>) {
     #[cfg(feature = "tokio")]
     if tokio::runtime::Handle::try_current().is_ok() {
-        return spawn_detached(futures);
+        return spawn_detached(in_flight, queued);
     }
     let why = if cfg!(feature = "tokio") {
         ReportKind::NotAwaitedOutsideRuntime
     } else {
         ReportKind::NotAwaitedWithoutTokio
     };
-    abandon(futures, why);
+    abandon(in_flight.into_iter().chain(queued), why);
 }
 
 /// Reports futures that nobody will await, in order, with where each was registered, and
@@ -1166,10 +1168,11 @@ fn abandon(futures: impl IntoIterator<Item = Started<'static>>, why: ReportKind)
     }
 }
 
-/// Spawns the pending futures of a cancelled scope as one task that awaits them in
-/// order, reporting what fails, since nobody is left to return it to.
+/// Spawns the pending futures of a cancelled scope as one task that awaits them in order,
+/// the one that was being awaited first, reporting what fails, since nobody is left to
+/// return it to.
 #[cfg(feature = "tokio")]
-fn spawn_detached(futures: Vec<Started<'static>>) {
+fn spawn_detached(in_flight: Option<Started<'static>>, queued: Vec<Started<'static>>) {
     /// The task's futures, kept where its drop sees them: if the task itself is dropped (a
     /// runtime shutting down), the one being awaited and those not yet started are reported,
     /// so that none is lost in silence.
@@ -1185,14 +1188,22 @@ fn spawn_detached(futures: Vec<Started<'static>>) {
         }
     }
 
+    // Part-way already: if the runtime shuts down before the task finishes it, it is reported
+    // as interrupted, not as never awaited.
     let mut detached = Detached {
-        in_flight: None,
-        queued: futures.into(),
+        in_flight,
+        queued: queued.into(),
     };
     tokio::spawn(async move {
-        while let Some(started) = detached.queued.pop_front() {
-            let site = started.site;
-            let in_flight = detached.in_flight.insert(started);
+        loop {
+            let in_flight = match &mut detached.in_flight {
+                Some(in_flight) => in_flight,
+                None => match detached.queued.pop_front() {
+                    Some(next) => detached.in_flight.insert(next),
+                    None => break,
+                },
+            };
+            let site = in_flight.site;
             let awaited = await_caught(in_flight.future.as_mut()).await;
             // Completed: the wrapper of `push_future` or `HeldAsync::start` has dropped the
             // cleanup's own future, inside the caught poll.

@@ -490,6 +490,37 @@ fn runtime_shutdown_reports_the_future_in_flight_and_those_behind_it() {
     );
 }
 
+/// A cleanup that the scope was already awaiting when it was cancelled is part-way too: if the
+/// runtime shuts down before the task that took it over finishes it, it is reported as
+/// interrupted, not as never awaited. (Before: the task queued it with the others.)
+#[cfg(feature = "tokio")]
+#[test]
+fn runtime_shutdown_reports_a_cleanup_the_scope_was_awaiting_as_interrupted() {
+    let mut lines = (0, 0);
+    let reports = recorded(|| {
+        let runtime = current_thread_runtime();
+        runtime.block_on(async {
+            let mut scope = Box::pin(async_scope(async |s| {
+                lines.0 = line!() + 1;
+                s.defer_async(async {});
+                lines.1 = line!() + 1;
+                s.defer_async(std::future::pending::<()>());
+            }));
+            // The body ends, the drain awaits the second cleanup: cancelled there.
+            poll_once(scope.as_mut());
+            drop(scope);
+        });
+        drop(runtime); // before the task was ever polled
+    });
+    assert_eq!(
+        fields(&reports),
+        [
+            Seen::new(ReportKind::InterruptedAtShutdown, lines.1, None),
+            Seen::new(ReportKind::NotAwaitedAtShutdown, lines.0, None),
+        ]
+    );
+}
+
 // ---- User code called while reporting. ----
 
 /// Before: "panic in a destructor during cleanup", an abort.
