@@ -505,25 +505,6 @@ fn a_runtime_shutdown_drops_every_started_item_once() {
     assert_eq!(dropped.load(Ordering::SeqCst), 4);
 }
 
-/// An error whose drop panics, counting its drops.
-#[derive(Debug)]
-struct DropPanics(&'static AtomicUsize);
-
-impl std::fmt::Display for DropPanics {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("close failed")
-    }
-}
-
-impl std::error::Error for DropPanics {}
-
-impl Drop for DropPanics {
-    fn drop(&mut self) {
-        self.0.fetch_add(1, Ordering::SeqCst);
-        panic!("the error's drop panicked");
-    }
-}
-
 /// The loop's end drops the cleanup errors that nothing can return, each drop's panic caught:
 /// before, with a panic to resume, the errors were dropped in its unwind, which aborted the
 /// process; and with none, in the unwind of the panic that says nothing can return them.
@@ -539,7 +520,7 @@ fn errors_whose_drop_panics_leave_the_loop_s_own_panic_alone() {
                 .unwrap();
             let panicked = common::catch_expected(|| {
                 runtime.block_on(try_for_each_concurrent_scoped(0..2, 2, async |s, i| {
-                    s.defer_async_fallible(async { Err::<(), _>(DropPanics(&DROPS)) });
+                    s.defer_async_fallible(async { Err::<(), _>(common::DropPanics(&DROPS)) });
                     if i == 1 {
                         panic!("body 1 panicked");
                     }
@@ -554,7 +535,7 @@ fn errors_whose_drop_panics_leave_the_loop_s_own_panic_alone() {
 
             let panicked = common::catch_expected(|| {
                 runtime.block_on(for_each_concurrent_scoped(0..1, 1, async |s, _| {
-                    s.defer_async_fallible(async { Err::<(), _>(DropPanics(&DROPS)) });
+                    s.defer_async_fallible(async { Err::<(), _>(common::DropPanics(&DROPS)) });
                 }))
             });
             let payload = panicked.expect_err("nothing can return the error");

@@ -891,26 +891,6 @@ fn with_the_tracing_feature_the_default_hook_emits_an_event_with_fields() {
     );
 }
 
-/// An error whose drop panics, as a cleanup's error, once handed to the crate, is dropped by
-/// it when nothing can return it.
-#[derive(Debug)]
-struct DropPanics(&'static AtomicUsize);
-
-impl fmt::Display for DropPanics {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("close failed")
-    }
-}
-
-impl Error for DropPanics {}
-
-impl Drop for DropPanics {
-    fn drop(&mut self) {
-        self.0.fetch_add(1, Ordering::SeqCst);
-        panic!("the error's drop panicked");
-    }
-}
-
 /// Before: the errors that a panic keeps from being returned were reported, then dropped
 /// where a panic of their drop aborted the process (during the body's unwind), or replaced
 /// the panic that wins (a cleanup's, resumed by `finish`; the body's, in `async_scope`).
@@ -923,7 +903,7 @@ fn an_error_whose_drop_panics_neither_aborts_nor_replaces_the_panic_that_wins() 
         || {
             quiet_panics();
             static DROPS: AtomicUsize = AtomicUsize::new(0);
-            let failing = || async { Err::<(), _>(DropPanics(&DROPS)) };
+            let failing = || async { Err::<(), _>(common::DropPanics(&DROPS)) };
             let runtime = current_thread_runtime();
             type Case<'a> = (&'static str, Box<dyn Fn() + 'a>);
             let cases: [Case<'_>; 6] = [
@@ -931,7 +911,7 @@ fn an_error_whose_drop_panics_neither_aborts_nor_replaces_the_panic_that_wins() 
                     "body failed",
                     Box::new(|| {
                         let scope = Scope::new();
-                        scope.defer_fallible(|| Err::<(), _>(DropPanics(&DROPS)));
+                        scope.defer_fallible(|| Err::<(), _>(common::DropPanics(&DROPS)));
                         panic!("body failed");
                     }),
                 ),
@@ -939,7 +919,7 @@ fn an_error_whose_drop_panics_neither_aborts_nor_replaces_the_panic_that_wins() 
                     "body failed",
                     Box::new(|| {
                         let _ = scoped_defer::try_scope(|s| {
-                            s.defer_fallible(|| Err::<(), _>(DropPanics(&DROPS)));
+                            s.defer_fallible(|| Err::<(), _>(common::DropPanics(&DROPS)));
                             panic!("body failed");
                             #[allow(unreachable_code)]
                             Ok::<(), &str>(())
@@ -950,7 +930,7 @@ fn an_error_whose_drop_panics_neither_aborts_nor_replaces_the_panic_that_wins() 
                     "cleanup panicked",
                     Box::new(|| {
                         let scope = Scope::new();
-                        scope.defer_fallible(|| Err::<(), _>(DropPanics(&DROPS)));
+                        scope.defer_fallible(|| Err::<(), _>(common::DropPanics(&DROPS)));
                         scope.defer(|| panic!("cleanup panicked"));
                         let _ = scope.finish();
                     }),
@@ -979,7 +959,7 @@ fn an_error_whose_drop_panics_neither_aborts_nor_replaces_the_panic_that_wins() 
                     "cleanup failed: close failed",
                     Box::new(|| {
                         let scope = Scope::new();
-                        scope.defer_fallible(|| Err::<(), _>(DropPanics(&DROPS)));
+                        scope.defer_fallible(|| Err::<(), _>(common::DropPanics(&DROPS)));
                     }),
                 ),
             ];
@@ -1020,7 +1000,7 @@ fn a_cancelled_scope_s_task_goes_on_past_an_error_whose_drop_panics() {
                     scope.defer_async(async move {
                         first.fetch_add(1, Ordering::SeqCst);
                     });
-                    scope.defer_async_fallible(async { Err::<(), _>(DropPanics(&DROPS)) });
+                    scope.defer_async_fallible(async { Err::<(), _>(common::DropPanics(&DROPS)) });
                     drop(scope);
                     for _ in 0..10 {
                         tokio::task::yield_now().await;

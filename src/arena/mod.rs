@@ -445,6 +445,8 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
         let sites = unsafe { &mut *self.sites.get().assume_init().unwrap_unchecked().as_ptr() };
         #[cfg(feature = "std")]
         if sites.next_sample != crate::sites::NOT_COUNTING {
+            // A bound from before the profile began to count here does not apply.
+            sites.fast_end = 0;
             return;
         }
         sites.fast_end = slots_end.min(count.saturating_add(room).saturating_mul(SLOT));

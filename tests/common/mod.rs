@@ -258,3 +258,23 @@ impl Future for YieldOnce {
         std::task::Poll::Pending
     }
 }
+
+/// A cleanup's error whose drop panics, counting its drops in the given counter: once handed
+/// to the crate, it is the crate that drops it when nothing can return it.
+#[derive(Debug)]
+pub struct DropPanics(pub &'static std::sync::atomic::AtomicUsize);
+
+impl std::fmt::Display for DropPanics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("close failed")
+    }
+}
+
+impl std::error::Error for DropPanics {}
+
+impl Drop for DropPanics {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        panic!("the error's drop panicked");
+    }
+}
