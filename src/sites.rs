@@ -82,13 +82,16 @@ pub(crate) struct Sites {
     /// The last run's site ([`Site::Unknown`] without runs): read on every registration.
     last: Site,
     /// The tracked fast path's bound, set by the arena after a registration that recorded its
-    /// line: the next ones from the same line need nothing but their slot while the arena's
-    /// `used` word, XOR `fast_flags`, is below `fast_end` (so its flags are still these, and
-    /// its byte count below the end of the slots at hand and the limit). Zero: no fast path.
-    /// Every change to the storage but a registration clears it, and so does a new limit.
+    /// line, `fast_line`: the next ones from that line need nothing but their slot while the
+    /// arena's `used` word, XOR `fast_flags`, is below `fast_end` (so its flags are still
+    /// these, and its byte count below the end of the slots at hand and the limit). Zero: no
+    /// fast path. Every change to the storage but a registration clears it, and so does a new
+    /// limit, so `fast_line` is the last run's line whenever the bound is set.
     pub(crate) fast_end: usize,
     /// See `fast_end`.
     pub(crate) fast_flags: usize,
+    /// See `fast_end`.
+    pub(crate) fast_line: Option<&'static Location<'static>>,
     /// The profile's count of the closures that were pending when it began to count this
     /// storage: the slots `0..count`, each one unit of the entry.
     #[cfg(feature = "std")]
@@ -148,6 +151,7 @@ impl Sites {
             last: Site::Unknown,
             fast_end: 0,
             fast_flags: 0,
+            fast_line: None,
             #[cfg(feature = "std")]
             spill: None,
             #[cfg(feature = "std")]
@@ -173,11 +177,12 @@ impl Sites {
         }
     }
 
-    /// Whether a closure registered at `site` would continue the last run, a recorded one of
-    /// that line at that address. (The arena sets no fast bound while the profile counts here.)
+    /// Whether a closure registered at `site` may take the tracked fast path's slot: the bound
+    /// is for that line at that address, so it would continue the last run (see `fast_end`).
     #[inline(always)]
-    pub(crate) fn continues(&self, site: &'static Location<'static>) -> bool {
-        matches!(self.last, Site::Line(last) if core::ptr::eq(last, site))
+    pub(crate) fn on_fast_line(&self, site: &'static Location<'static>) -> bool {
+        // One comparison: `None` is the null pointer, which no line is.
+        core::ptr::eq(self.fast_line.map_or(core::ptr::null(), |line| line), site)
     }
 
     /// Counts slot `index`, registered at `site`, if the exact profile counts it and it

@@ -337,6 +337,30 @@ fn a_limit_holds_under_the_exact_profile() {
     assert_eq!(pending_at(line), 0);
 }
 
+/// A scope with stats or a limit that was registering on its fast path when the profile
+/// started is counted from its next growth, as a plain one is, and every closure it holds then
+/// is in the count: none slips past while its earlier bound stands.
+#[test]
+fn a_tracked_scope_is_counted_in_full_when_the_profile_starts_midway() {
+    let _profile = PROFILE.lock().unwrap_or_else(|e| e.into_inner());
+    profile::disable();
+    for scope in [Scope::with_stats(), Scope::with_limit(1_000)] {
+        let line = line!() + 2;
+        let pile = |scope: &Scope<'_>, n: usize| {
+            (0..n).for_each(|i| scope.defer(move || assert!(i < PILE)));
+        };
+        pile(&scope, 3); // inline, the fast bound set for this line
+        profile::enable();
+        pile(&scope, 3);
+        assert_eq!(pending_at(line), 0, "inline: not counted yet");
+        pile(&scope, PILE - 6);
+        assert_eq!(pending_at(line), PILE, "every closure, from the growth on");
+        drop(scope);
+        assert_eq!(pending_at(line), 0);
+        profile::disable();
+    }
+}
+
 /// Entries consumed early leave the report at once, whether their slot is left vacant or
 /// dropped from the storage, exact or sampled; none is counted twice when the scope ends.
 #[test]

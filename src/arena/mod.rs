@@ -425,16 +425,22 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
         // `EXTRAS`, if set, is unchanged by the coming increment; `RETAINED` no longer applies.
         let used = self.used.get() & !RETAINED;
         if used & TRACKING != 0 {
-            self.bound_tracked(count, room, used);
+            self.bound_tracked(count, room, used, site);
         }
         Some((slot, used))
     }
 
-    /// After a tracked registration at slot `count`, with `room` closures admitted then (that
-    /// one among them) and `used` before its increment: lets the next registrations from the
-    /// same line take their slots on the fast path, as far as the slots at hand (inline, or in
-    /// `current`) and the room go, while the profile does not count here.
-    fn bound_tracked(&self, count: usize, room: usize, used: usize) {
+    /// After a tracked registration at slot `count` from `site`, with `room` closures admitted
+    /// then (that one among them) and `used` before its increment: lets the next registrations
+    /// from the same line take their slots on the fast path, as far as the slots at hand
+    /// (inline, or in `current`) and the room go, while the profile does not count here.
+    fn bound_tracked(
+        &self,
+        count: usize,
+        room: usize,
+        used: usize,
+        site: &'static Location<'static>,
+    ) {
         let slots_end = if count < N {
             N * SLOT
         } else {
@@ -451,6 +457,7 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
         }
         sites.fast_end = slots_end.min(count.saturating_add(room).saturating_mul(SLOT));
         sites.fast_flags = used & FLAGS;
+        sites.fast_line = Some(site);
     }
 
     /// Makes the next registration ask for room again: the limit changed, or the storage
@@ -464,8 +471,10 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
 
     /// The first free slot of a storage that records every line, if registering there takes
     /// nothing but the slot: within the bound the last registration set (see
-    /// [`Arena::bound_tracked`]), the profile off, and `site` the line of the last run (a
-    /// pile-up, or any run of one line). The common case of a scope with stats or a limit.
+    /// [`Arena::bound_tracked`]), for `site` (a pile-up, or any run of one line). The common
+    /// case of a scope with stats or a limit. The profile is not asked: the bound was set
+    /// while it did not count here, and if it starts now, it counts from the next registration
+    /// past the bound, at the latest at the next growth, as it counts a plain storage.
     #[inline(always)]
     fn tracked_slot(&self, site: &'static Location<'static>) -> Option<NonNull<Slot>> {
         let used = self.used.get();
@@ -476,11 +485,7 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
         let sites = unsafe { self.sites.get().assume_init().unwrap_unchecked().as_ref() };
         // The byte count, if the flags are those the bound was set for.
         let bytes = used ^ sites.fast_flags;
-        if bytes >= sites.fast_end || !sites.continues(site) {
-            return None;
-        }
-        #[cfg(feature = "std")]
-        if crate::profile::period() != 0 {
+        if bytes >= sites.fast_end || !sites.on_fast_line(site) {
             return None;
         }
         let slot = if bytes < N * SLOT {
@@ -1475,11 +1480,10 @@ mod tests {
             register(&arena, here);
             // Inline again, with a segment kept: an inline slot, not one past the segment's base.
             assert_eq!(arena.tracked_slot(here), NonNull::new(slot_at(&arena, 2)));
+            // The profile, started now, counts from the next registration past the bound, as
+            // it does on a plain storage: the bound stands.
             crate::profile::enable();
-            assert!(
-                arena.tracked_slot(here).is_none(),
-                "the profile may count it"
-            );
+            assert_eq!(arena.tracked_slot(here), NonNull::new(slot_at(&arena, 2)));
             crate::profile::disable();
             arena.run_all();
         }
