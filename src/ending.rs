@@ -26,6 +26,17 @@ pub(crate) struct Drained {
     panic: Option<Payload>,
 }
 
+impl Drained {
+    /// Whether the drain left nothing to deliver: no error and no panic.
+    fn is_clean(&self) -> bool {
+        #[cfg(feature = "std")]
+        if self.panic.is_some() {
+            return false;
+        }
+        self.errors.is_empty()
+    }
+}
+
 impl<'env, const N: usize> Scope<'env, N> {
     /// Runs every closure with the given outcome and returns the errors; the first panic of a
     /// closure resumes after the errors are delivered to the handler (or reported).
@@ -94,6 +105,10 @@ impl<'env, const N: usize> Scope<'env, N> {
         &mut self,
         #[cfg_attr(not(feature = "std"), allow(unused_mut))] mut drained: Drained,
     ) {
+        if drained.is_clean() {
+            // The common case, which needs neither the handler nor a report.
+            return;
+        }
         #[cfg(feature = "std")]
         let closure_panic = drained.panic.take();
         #[cfg(feature = "std")]
@@ -122,6 +137,10 @@ impl<'env, const N: usize> Scope<'env, N> {
         &mut self,
         #[cfg_attr(not(feature = "std"), allow(unused_mut))] mut drained: Drained,
     ) {
+        if drained.is_clean() {
+            // The common case, which needs neither the handler nor a report.
+            return;
+        }
         #[cfg(feature = "std")]
         if let Some(payload) = drained.panic.take() {
             drop_payload(payload);

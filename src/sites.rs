@@ -210,6 +210,13 @@ impl Sites {
     #[cold]
     #[inline(never)]
     fn start_run(&mut self, index: usize, site: Site) {
+        if self.runs.is_empty() {
+            // A storage's first run (the first closure of a scope with stats or a limit).
+            self.runs.push(Run { start: index, site });
+            self.last = site;
+            self.fast_end = 0;
+            return;
+        }
         match self.runs.last_mut() {
             Some(last) if last.site.is(site) => {}
             // An empty run (see `close`) takes the site.
@@ -272,7 +279,7 @@ impl Sites {
     pub(crate) fn consumed(&mut self, from: usize, len: usize) {
         #[cfg(feature = "std")]
         if self.counted {
-            self.visit(from, len, &mut |site, count| {
+            self.visit(from, len, |site, count| {
                 if let Site::Counted(entry) = site {
                     entry.remove(count);
                 }
@@ -290,15 +297,18 @@ impl Sites {
                 self.next_sample = NOT_COUNTING;
                 self.counted = false;
             }
-        } else {
-            let kept = self.runs.partition_point(|run| run.start < from);
-            self.runs.truncate(kept);
-            // The slots after the counted ones are registered again: the gap to the next
-            // one counted stays as it was.
-            #[cfg(feature = "std")]
-            if self.next_sample < PAUSED && self.next_sample > from {
-                self.next_sample -= len - from;
-            }
+            // As `sync_last` leaves them, without runs.
+            self.last = Site::Unknown;
+            self.fast_end = 0;
+            return;
+        }
+        let kept = self.runs.partition_point(|run| run.start < from);
+        self.runs.truncate(kept);
+        // The slots after the counted ones are registered again: the gap to the next one
+        // counted stays as it was.
+        #[cfg(feature = "std")]
+        if self.next_sample < PAUSED && self.next_sample > from {
+            self.next_sample -= len - from;
         }
         self.sync_last();
     }
@@ -425,7 +435,7 @@ impl Sites {
 
     /// Tells `visit` the site of the slots `from..len` and how many, run by run, first
     /// registered first (skipping slots before the first run).
-    fn visit(&self, from: usize, len: usize, visit: &mut dyn FnMut(Site, usize)) {
+    fn visit(&self, from: usize, len: usize, mut visit: impl FnMut(Site, usize)) {
         let first = self
             .runs
             .partition_point(|run| run.start < from)
@@ -444,9 +454,9 @@ impl Sites {
     pub(crate) fn lines(
         &self,
         len: usize,
-        visit: &mut dyn FnMut(&'static Location<'static>, usize),
+        mut visit: impl FnMut(&'static Location<'static>, usize),
     ) {
-        self.visit(0, len, &mut |site, count| {
+        self.visit(0, len, |site, count| {
             if let Some(location) = site.location() {
                 visit(location, count);
             }
@@ -456,12 +466,11 @@ impl Sites {
     /// How many of the slots `0..len` each line registered, in order of first registration.
     pub(crate) fn by_line(&self, len: usize) -> Vec<(&'static Location<'static>, usize)> {
         let mut lines: Vec<(&'static Location<'static>, usize)> = Vec::new();
-        self.lines(len, &mut |location, count| match lines
-            .iter_mut()
-            .find(|(line, _)| same_line(line, location))
-        {
-            Some((_, total)) => *total += count,
-            None => lines.push((location, count)),
+        self.lines(len, |location, count| {
+            match lines.iter_mut().find(|(line, _)| same_line(line, location)) {
+                Some((_, total)) => *total += count,
+                None => lines.push((location, count)),
+            }
         });
         lines
     }
@@ -644,7 +653,7 @@ mod tests {
         assert_eq!(sites.by_line(4), [(a, 3), (b, 1)]);
         assert_eq!(sites.by_line(2), [(a, 2)]);
         let mut seen = alloc::vec::Vec::new();
-        sites.lines(4, &mut |line, count| seen.push((line, count)));
+        sites.lines(4, |line, count| seen.push((line, count)));
         assert_eq!(seen, [(a, 2), (b, 1), (a, 1)]);
         sites.consumed(1, 4);
         assert_eq!(sites.by_line(1), [(a, 1)]);

@@ -447,8 +447,8 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
             // `current`'s end: a tracked storage's bound is never cut short.
             self.heap_end.get()
         };
-        // SAFETY: with `TRACKING` the box exists; the reference ends here, as in `sites_mut`.
-        let sites = unsafe { &mut *self.sites.get().assume_init().unwrap_unchecked().as_ptr() };
+        // SAFETY: as in `sites_mut`; the reference ends here.
+        let sites = unsafe { &mut *self.tracked_sites().as_ptr() };
         #[cfg(feature = "std")]
         if sites.next_sample != crate::sites::NOT_COUNTING {
             // A bound from before the profile began to count here does not apply.
@@ -481,8 +481,8 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
         if used & TRACKING == 0 {
             return None;
         }
-        // SAFETY: with `TRACKING` the box exists; the reference ends here, as in `sites_mut`.
-        let sites = unsafe { self.sites.get().assume_init().unwrap_unchecked().as_ref() };
+        // SAFETY: as in `sites_mut`; the reference ends here.
+        let sites = unsafe { self.tracked_sites().as_ref() };
         // The byte count, if the flags are those the bound was set for.
         let bytes = used ^ sites.fast_flags;
         if bytes >= sites.fast_end || !sites.on_fast_line(site) {
@@ -692,6 +692,15 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
         unsafe { &mut *sites.as_ptr() }
     }
 
+    /// The sites box of a storage that tracks every line (`TRACKING` set), which always has
+    /// one: without the test of `sites_ptr` or the creation of `sites_mut`.
+    #[inline(always)]
+    fn tracked_sites(&self) -> NonNull<Sites> {
+        debug_assert!(self.used.get() & TRACKING != 0);
+        // SAFETY: with `TRACKING` the field is initialised and the box exists.
+        unsafe { self.sites.get().assume_init().unwrap_unchecked() }
+    }
+
     /// Records that slot `index`, the last, was registered at `site`: for every slot while
     /// tracking, and for the slots the profile counts past the inline ones. Called on the
     /// slow path only, which the profile makes sure to reach at every slot it counts.
@@ -704,7 +713,8 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
             return;
         }
         if tracking {
-            self.sites_mut().record(index, Site::Line(site));
+            // SAFETY: as in `sites_mut`; the reference ends here.
+            unsafe { &mut *self.tracked_sites().as_ptr() }.record(index, Site::Line(site));
         }
     }
 
@@ -759,11 +769,11 @@ impl<'env, const N: usize, X> Arena<'env, N, X> {
 
     /// Tells `visit` how many pending closures each run of one line holds, first registered
     /// first; the sites stay.
-    pub(crate) fn visit_lines(&self, mut visit: impl FnMut(&'static Location<'static>, usize)) {
+    pub(crate) fn visit_lines(&self, visit: impl FnMut(&'static Location<'static>, usize)) {
         if let Some(sites) = self.sites_ptr() {
             // SAFETY: as in `sites_mut`; the reference ends here, and `visit` cannot reach
             // the arena's sites (it gets no arena).
-            unsafe { sites.as_ref() }.lines(self.slots(), &mut visit);
+            unsafe { sites.as_ref() }.lines(self.slots(), visit);
         }
     }
 
