@@ -137,10 +137,6 @@ impl<'env, const N: usize> Scope<'env, N> {
         &mut self,
         #[cfg_attr(not(feature = "std"), allow(unused_mut))] mut drained: Drained,
     ) {
-        if drained.is_clean() {
-            // The common case, which needs neither the handler nor a report.
-            return;
-        }
         #[cfg(feature = "std")]
         if let Some(payload) = drained.panic.take() {
             drop_payload(payload);

@@ -436,13 +436,18 @@ impl Sites {
     /// Tells `visit` the site of the slots `from..len` and how many, run by run, first
     /// registered first (skipping slots before the first run).
     fn visit(&self, from: usize, len: usize, mut visit: impl FnMut(Site, usize)) {
-        let first = self
-            .runs
-            .partition_point(|run| run.start < from)
-            .saturating_sub(1);
-        for (i, run) in self.runs.iter().enumerate().skip(first) {
+        // The run that holds slot `from` (a drain of the whole storage starts at the first).
+        let first = match from {
+            0 => 0,
+            _ => self
+                .runs
+                .partition_point(|run| run.start < from)
+                .saturating_sub(1),
+        };
+        let runs = &self.runs[first..];
+        for (i, run) in runs.iter().enumerate() {
             let start = run.start.max(from);
-            let end = self.runs.get(i + 1).map_or(len, |next| next.start).min(len);
+            let end = runs.get(i + 1).map_or(len, |next| next.start).min(len);
             if end > start {
                 visit(run.site, end - start);
             }
