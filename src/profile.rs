@@ -58,6 +58,8 @@ use core::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use crate::sites::same_line;
+
 /// The sampling period that [`enable_sampled`] is meant to be called with: one registration
 /// in 128 is recorded, which adds about 6.5 instructions per registration past a scope's inline
 /// slots (`benches/instructions.sh`, row `Scope::defer, sampled`).
@@ -171,11 +173,6 @@ pub(crate) fn entry(location: &'static Location<'static>, weight: usize) -> &'st
     entry
 }
 
-/// Whether two locations are the same line: by address first, which is one comparison and
-/// almost always decides (a line can have several addresses, one per codegen unit).
-pub(crate) fn same_line(a: &'static Location<'static>, b: &'static Location<'static>) -> bool {
-    core::ptr::eq(a, b) || a == b
-}
 
 std::thread_local! {
     /// The state of this thread's generator of sampling gaps (xorshift64*), seeded lazily.
