@@ -1458,8 +1458,8 @@ mod tests {
         }
 
         /// The tracked short path gives the next free slot exactly when registering needs nothing
-        /// else: tracking, after a recorded registration of the same line, no segment to enter,
-        /// the profile off.
+        /// else: tracking, after a recorded registration of the same line, no segment to enter;
+        /// a profile started since does not end the bound.
         #[test]
         fn tracked_slot_is_the_next_free_slot_when_nothing_else_is_needed() {
             let _profile = crate::profile::tests::exclusive();
