@@ -646,6 +646,20 @@ mod tests {
         assert_eq!(sites.by_line(1), [(here, 1)]);
     }
 
+    /// Consuming the last slots keeps the gap to the next slot the profile counts: the slots
+    /// registered again in their place are as far from it as before.
+    #[cfg(feature = "std")]
+    #[test]
+    fn consuming_the_last_slots_keeps_the_gap_to_the_next_sample() {
+        let here = Location::caller();
+        let mut sites = Sites::new();
+        (0..20).for_each(|index| sites.record(index, Site::Line(here)));
+        sites.next_sample = 30; // ten slots past the end
+        sites.consumed(15, 20);
+        assert_eq!(sites.next_sample, 25, "still ten past the end");
+        assert_eq!(sites.by_line(15), [(here, 15)]);
+    }
+
     /// Runs split where the line changes and are counted by line, in order of first
     /// registration; consuming part of a run keeps the rest.
     #[test]
