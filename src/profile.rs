@@ -173,7 +173,6 @@ pub(crate) fn entry(location: &'static Location<'static>, weight: usize) -> &'st
     entry
 }
 
-
 std::thread_local! {
     /// The state of this thread's generator of sampling gaps (xorshift64*), seeded lazily.
     static RANDOM: Cell<u64> = const { Cell::new(0) };
