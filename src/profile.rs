@@ -61,7 +61,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use crate::sites::same_line;
 
 /// The sampling period that [`enable_sampled`] is meant to be called with: one registration
-/// in 128 is recorded, which adds about 6.5 instructions per registration past a scope's inline
+/// in 128 is recorded, which adds about 7 instructions per registration past a scope's inline
 /// slots (`benches/instructions.sh`, row `Scope::defer, sampled`).
 pub const DEFAULT_SAMPLE_PERIOD: usize = 128;
 
