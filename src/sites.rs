@@ -213,8 +213,7 @@ impl Sites {
         if self.runs.is_empty() {
             // A storage's first run (the first closure of a scope with stats or a limit).
             self.runs.push(Run { start: index, site });
-            self.last = site;
-            self.fast_end = 0;
+            self.set_last(site);
             return;
         }
         match self.runs.last_mut() {
@@ -234,7 +233,12 @@ impl Sites {
 
     /// Copies the last run's site to `last`.
     fn sync_last(&mut self) {
-        self.last = self.runs.last().map_or(Site::Unknown, |run| run.site);
+        self.set_last(self.runs.last().map_or(Site::Unknown, |run| run.site));
+    }
+
+    /// Sets `last`, the last run's site, which the caller knows without looking at the runs.
+    fn set_last(&mut self, last: Site) {
+        self.last = last;
         // The runs changed: the fast path's bound goes too, until the arena sets it anew.
         self.fast_end = 0;
     }
@@ -297,9 +301,7 @@ impl Sites {
                 self.next_sample = NOT_COUNTING;
                 self.counted = false;
             }
-            // As `sync_last` leaves them, without runs.
-            self.last = Site::Unknown;
-            self.fast_end = 0;
+            self.set_last(Site::Unknown);
             return;
         }
         let kept = self.runs.partition_point(|run| run.start < from);
